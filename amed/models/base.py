@@ -1,0 +1,101 @@
+"""The model adapter contract shared by every model family.
+
+A solver only ever sees ``denoise(x, sigma) -> D(x; sigma)`` (EDM's data prediction, sigma a ``[B]``
+tensor). An adapter is a ``torch.nn.Module`` that presents exactly that, plus the two things the
+rest of the project needs from a real network:
+
+* ``with_feature(x, sigma) -> (D, h)``: the same evaluation, also returning the AMED predictor's
+  input ``h`` of shape ``[B, 8, 8]`` (the channel mean of the network's 8x8 bottleneck, captured by
+  a forward hook the adapter owns; paper Fig. 6, authors' ``get_amed_prediction``).
+* ``condition(seeds)``: per-seed conditioning (class labels, prompts) bound into the adapter, so
+  sample i depends only on seed i.
+
+Anything with a ``__call__(x, sigma)`` is a valid denoiser for ``amed.sample``; these extras are
+optional and looked up with ``getattr``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+
+import torch
+
+__all__ = ["ModelInfo", "Denoiser", "channel_mean_feature"]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a model is, for listings, predictor records and the workflow."""
+
+    name: str
+    shape: tuple[int, int, int]  # (C, H, W) of the sampled tensor (latent shape for latent models)
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+    source: str = ""  # URL or "embedded"
+    license: str = ""
+    sha256: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def channel_mean_feature(h: torch.Tensor) -> torch.Tensor:
+    """Channel mean of a bottleneck activation [B, C, 8, 8] -> [B, 8, 8] (paper Fig. 6)."""
+    if h.ndim != 4:
+        raise ValueError(f"bottleneck feature must be [B, C, H, W], got shape {tuple(h.shape)}")
+    return h.detach().float().mean(dim=1)
+
+
+class Denoiser(torch.nn.Module):
+    """Base class of the adapters: ``forward(x, sigma)`` returns D(x; sigma).
+
+    Subclasses implement ``denoise(x, sigma)`` (the network call, with any preconditioning and
+    conditioning applied) and name the module whose output is the AMED bottleneck in
+    ``feature_module()``. ``with_feature`` then registers a hook for exactly one call.
+    """
+
+    info: ModelInfo
+
+    def denoise(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """D(x; sigma) with sigma a [B] tensor; every adapter defines it."""
+        raise TypeError(f"{type(self).__name__} does not define denoise(x, sigma)")
+
+    def feature_module(self) -> torch.nn.Module | None:
+        """The module whose forward output is the [B, C, 8, 8] bottleneck, or None."""
+        return None
+
+    def select_feature(self, h: torch.Tensor, batch: int) -> torch.Tensor:
+        """Pick the per-sample rows of a hooked activation (CFG adapters keep the conditional half)."""
+        return h[-batch:]
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        sigma = _as_batch_sigma(sigma, x)
+        return self.denoise(x, sigma)
+
+    def with_feature(self, x: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        sigma = _as_batch_sigma(sigma, x)
+        module = self.feature_module()
+        if module is None:
+            return self.denoise(x, sigma), torch.zeros(x.shape[0], 8, 8, device=x.device)
+        captured: list[torch.Tensor] = []
+        handle = module.register_forward_hook(lambda _m, _i, out: captured.append(out))
+        try:
+            out = self.denoise(x, sigma)
+        finally:
+            handle.remove()
+        if not captured:
+            raise RuntimeError(f"{type(self).__name__}: the feature hook did not fire")
+        h = channel_mean_feature(self.select_feature(captured[-1], x.shape[0]))
+        return out, h
+
+    def condition(self, seeds: list[int]) -> contextlib.AbstractContextManager:
+        """Bind per-seed conditioning for the next calls (default: unconditional, nothing to bind)."""
+        return contextlib.nullcontext()
+
+
+def _as_batch_sigma(sigma, x: torch.Tensor) -> torch.Tensor:
+    sigma = torch.as_tensor(sigma, device=x.device)
+    if sigma.ndim == 0:
+        sigma = sigma.expand(x.shape[0])
+    if sigma.ndim != 1 or sigma.shape[0] != x.shape[0]:
+        raise ValueError(f"sigma must be a [batch] tensor matching x {tuple(x.shape)}, got shape {tuple(sigma.shape)}")
+    return sigma
