@@ -1,0 +1,220 @@
+"""The public sampling API: ``amed.sample`` and ``amed.sample_trajectory`` (paper Algorithm 2).
+
+Sampling starts at x = sigma_max * noise and returns the state at sigma_min (no final denoising
+step), as the paper and the authors' code do. NFE counts network evaluations actually made: the
+driver counts them and checks the count against the request.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+
+from .schedules import get_schedule
+from .solvers import SOLVERS, Solver, make_solver
+
+__all__ = ["sample", "sample_trajectory", "randn_seeds", "parse_seeds", "Plan", "plan", "ModelCall", "afs_denoise"]
+
+Tensor = torch.Tensor
+
+
+def randn_seeds(seeds: Sequence[int], shape: Sequence[int], dtype: torch.dtype = torch.float32,
+                device: torch.device | str = "cpu") -> Tensor:
+    """Standard normal noise [len(seeds), *shape]; row i depends only on seeds[i] (EDM's convention)."""
+    rows = [torch.randn(tuple(shape), generator=torch.Generator().manual_seed(int(s)), dtype=torch.float32)
+            for s in seeds]
+    return torch.stack(rows).to(dtype=dtype, device=device)
+
+
+def parse_seeds(spec: str | int | Sequence[int]) -> list[int]:
+    """'0-63' / '0,5,7-9' / 10 / [1, 2] -> a list of seeds."""
+    if isinstance(spec, int):
+        return [spec]
+    if not isinstance(spec, str):
+        return [int(s) for s in spec]
+    seeds: list[int] = []
+    for part in spec.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            if "-" in part[1:]:
+                lo, hi = part.split("-", 1) if not part.startswith("-") else (part, "")
+                lo_i, hi_i = int(lo), int(hi)
+                if hi_i < lo_i:
+                    raise ValueError
+                seeds.extend(range(lo_i, hi_i + 1))
+            else:
+                seeds.append(int(part))
+        except ValueError:
+            raise ValueError(f"bad seed range {part!r} in {spec!r}; use e.g. '0-63' or '0,5,7-9'") from None
+    if not seeds:
+        raise ValueError(f"no seeds in {spec!r}")
+    if min(seeds) < 0:
+        raise ValueError(f"seeds must be non-negative, got {min(seeds)}")
+    return seeds
+
+
+def afs_denoise(x: Tensor, sigma: Tensor) -> Tensor:
+    """Analytical first step (AFS, Dockhorn et al.): d = x / sqrt(1 + t^2), i.e. D = x - t d, no network call."""
+    s = sigma.to(x.dtype).view(-1, *([1] * (x.ndim - 1)))
+    return x - s * x / torch.sqrt(1.0 + s * s)
+
+
+class ModelCall:
+    """The denoiser as the solvers see it: counts NFE, answers the first call analytically under AFS,
+    and records the AMED bottleneck feature of each call when asked to."""
+
+    def __init__(self, denoise: Callable, afs: bool = False, features: bool = False):
+        self.denoise = denoise
+        self.afs_pending = bool(afs)
+        self.features = bool(features) and hasattr(denoise, "with_feature")
+        self.want_features = bool(features)
+        self.nfe = 0
+        self.feature: Tensor | None = None
+
+    def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
+        if self.afs_pending:
+            self.afs_pending = False
+            self.feature = None  # AFS: no network call, the predictor sees zeros
+            return afs_denoise(x, sigma)
+        self.nfe += 1
+        if self.features:
+            D, self.feature = self.denoise.with_feature(x, sigma)
+            return D
+        self.feature = None
+        return self.denoise(x, sigma)
+
+    def last_feature(self, batch: int, device) -> Tensor:
+        """The [B, 8, 8] feature of the last call (zeros after AFS or for a plain callable)."""
+        if self.feature is None:
+            return torch.zeros(batch, 8, 8, device=device)
+        return self.feature
+
+    def scaled(self, a: Tensor | None) -> Callable:
+        """A view that evaluates the network at a * sigma (AMED's time scale a_n)."""
+        if a is None:
+            return self
+        return lambda x, sigma: self(x, sigma * a.to(sigma))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How an NFE budget maps onto a grid: ``steps`` intervals between ``grid`` points."""
+
+    solver: str
+    nfe: int
+    afs: bool
+    steps: int
+    grid: Tensor  # float64 [steps + 1], descending
+
+
+def _steps_for(solver_key: str, evals_per_step: int, nfe: int, afs: bool) -> int:
+    if int(nfe) != nfe or nfe < 1:
+        raise ValueError(f"NFE must be a positive integer, got {nfe!r}")
+    total = nfe + int(afs)
+    if total % evals_per_step:
+        ok = [n for n in range(max(1, nfe - 2), nfe + 3) if (n + int(afs)) % evals_per_step == 0 and n >= 1]
+        raise ValueError(
+            f"{solver_key} spends {evals_per_step} NFE per step, so NFE={nfe} is unreachable with afs={afs}; "
+            f"use afs={not afs} or NFE in {ok} with afs={afs}")
+    steps = total // evals_per_step
+    if steps < 1 or (afs and evals_per_step == 1 and nfe < 1):
+        raise ValueError(f"NFE={nfe} with afs={afs} leaves no step for {solver_key}")
+    return steps
+
+
+def plan(solver: str, nfe: int | None = None, schedule: str | Sequence[float] | Tensor = "polynomial",
+         afs: bool = False, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float | None = None,
+         evals_per_step: int | None = None, **schedule_kw) -> Plan:
+    """The grid and step count for (solver, NFE, schedule); a ValueError says what would work."""
+    if evals_per_step is None:
+        if solver not in SOLVERS:
+            raise ValueError(f"unknown solver {solver!r}; choose one of {sorted(SOLVERS)}")
+        evals_per_step = SOLVERS[solver].evals_per_step
+    if isinstance(schedule, str):
+        if nfe is None:
+            raise ValueError("give nfe (network evaluations) or an explicit time grid")
+        steps = _steps_for(solver, evals_per_step, nfe, afs)
+        if rho is None and schedule == "polynomial":
+            rho = 7.0
+        if rho is None and schedule == "time_uniform":
+            rho = 1.0
+        grid = get_schedule(schedule, steps + 1, sigma_min, sigma_max, rho, **schedule_kw)
+    else:
+        grid = torch.as_tensor(schedule, dtype=torch.float64).flatten()
+        if grid.numel() < 2 or not bool((grid[1:] < grid[:-1]).all()) or not bool((grid > 0).all()):
+            raise ValueError(f"an explicit time grid must be positive and strictly decreasing, got {grid.tolist()}")
+        steps = grid.numel() - 1
+        implied = steps * evals_per_step - int(afs)
+        if nfe is not None and nfe != implied:
+            raise ValueError(f"a {steps}-step grid gives NFE={implied} for {solver} with afs={afs}, not {nfe}")
+        nfe = implied
+        if nfe < 1:
+            raise ValueError(f"a {steps}-step grid with afs={afs} makes no network call")
+    return Plan(solver=solver, nfe=int(nfe), afs=bool(afs), steps=steps, grid=grid)
+
+
+def _check_finite(x: Tensor, solver: str, i: int, t_cur: float, t_next: float) -> None:
+    if not bool(torch.isfinite(x).all()):
+        raise FloatingPointError(
+            f"{solver}: non-finite state after step {i} (sigma {t_cur:.6g} -> {t_next:.6g}); "
+            f"try more NFE, another schedule, or check the denoiser")
+
+
+def _run(denoiser, noise: Tensor, solver: str, nfe, schedule, afs, sigma_min, sigma_max, rho, predictor,
+         keep_trajectory: bool, solver_options: dict, schedule_kw: dict):
+    if noise.ndim < 2:
+        raise ValueError(f"noise must be [batch, ...], got shape {tuple(noise.shape)}")
+    if predictor is not None:
+        from .amed import run_amed  # noqa: PLC0415
+
+        return run_amed(denoiser, noise, predictor, keep_trajectory=keep_trajectory)
+    if solver == "amed":
+        raise ValueError("solver 'amed' needs a trained predictor: pass predictor=amed.load_predictor(path)")
+    p = plan(solver, nfe, schedule, afs, sigma_min, sigma_max, rho, **schedule_kw)
+    method: Solver = make_solver(solver, **solver_options)
+    model = ModelCall(denoiser, afs=p.afs)
+    B = noise.shape[0]
+    grid = p.grid.to(noise.device)
+    x = noise * float(grid[0])
+    traj = [x] if keep_trajectory else None
+    state = method.init_state(p.steps)
+    for i in range(p.steps):
+        t_cur, t_next = grid[i].expand(B), grid[i + 1].expand(B)
+        x, state = method.step(x, t_cur, t_next, model, state)
+        _check_finite(x, solver, i, float(grid[i]), float(grid[i + 1]))
+        if keep_trajectory:
+            traj.append(x)
+    if model.nfe != p.nfe:  # the accounting is part of the contract
+        raise RuntimeError(f"{solver}: made {model.nfe} network calls, planned {p.nfe}")
+    return torch.stack(traj) if keep_trajectory else x
+
+
+@torch.no_grad()
+def sample(denoiser: Callable, noise: Tensor, solver: str = "ipndm", nfe: int | None = 5,
+           schedule: str | Sequence[float] | Tensor = "polynomial", afs: bool = False, sigma_min: float = 0.002,
+           sigma_max: float = 80.0, rho: float | None = None, predictor=None, solver_options: dict | None = None,
+           **schedule_kw) -> Tensor:
+    """Solve the PF-ODE from sigma_max * noise down to sigma_min; returns the final state [B, ...].
+
+    ``denoiser(x, sigma)`` returns D(x; sigma) for sigma a [B] tensor. ``schedule`` is a registered
+    schedule name or an explicit decreasing grid of times. ``solver_options`` configure the solver
+    (e.g. ``{"max_order": 3, "lower_order_final": False}``). With ``predictor`` (a trained AMED
+    predictor) every setting comes from the predictor's record.
+    """
+    return _run(denoiser, noise, solver, nfe, schedule, afs, sigma_min, sigma_max, rho, predictor,
+                False, solver_options or {}, schedule_kw)
+
+
+@torch.no_grad()
+def sample_trajectory(denoiser: Callable, noise: Tensor, solver: str = "ipndm", nfe: int | None = 5,
+                      schedule: str | Sequence[float] | Tensor = "polynomial", afs: bool = False,
+                      sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float | None = None, predictor=None,
+                      solver_options: dict | None = None, **schedule_kw) -> Tensor:
+    """Like ``sample`` but returns the states at every grid point, [steps + 1, B, ...] (x_0 first)."""
+    return _run(denoiser, noise, solver, nfe, schedule, afs, sigma_min, sigma_max, rho, predictor,
+                True, solver_options or {}, schedule_kw)
