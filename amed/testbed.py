@@ -85,7 +85,7 @@ class GaussianMixture:
         t2 = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(B, 1) ** 2  # [B, 1]
         var = s2[None, :] + t2  # [B, K]
         dim = flat.shape[1]
-        sq = torch.cdist(flat, mu) ** 2  # [B, K]
+        sq = torch.cdist(flat, mu, compute_mode="donot_use_mm_for_euclid_dist") ** 2  # [B, K]
         logits = self.log_w.to(x)[None, :] - 0.5 * sq / var - 0.5 * dim * torch.log(var)
         resp = torch.softmax(logits, dim=1)  # [B, K]
         # E[x0 | x, k] = (s_k^2 x + t^2 mu_k) / (s_k^2 + t^2)
@@ -114,7 +114,7 @@ class EmpiricalData(GaussianMixture):
         flat = x.reshape(B, -1)
         mu = self.means.to(x).reshape(self.means.shape[0], -1)
         t2 = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(B, 1) ** 2
-        resp = torch.softmax(-0.5 * torch.cdist(flat, mu) ** 2 / t2, dim=1)
+        resp = torch.softmax(-0.5 * torch.cdist(flat, mu, compute_mode="donot_use_mm_for_euclid_dist") ** 2 / t2, dim=1)
         return (resp @ mu).reshape_as(x)
 
 
