@@ -9,6 +9,9 @@
 from .sampling import parse_seeds, plan, randn_seeds, sample, sample_trajectory
 from .schedules import SCHEDULES, get_schedule, refine_schedule, teacher_indices
 from .solvers import SOLVERS, make_solver
+from .predictor import AMEDConfig, AMEDPredictor, load_predictor
+from .training import train_predictor
+from .plugin import amed_coefficients
 
 __version__ = "0.1.0"
 
@@ -16,4 +19,12 @@ __all__ = [
     "sample", "sample_trajectory", "randn_seeds", "parse_seeds", "plan",
     "SCHEDULES", "get_schedule", "refine_schedule", "teacher_indices",
     "SOLVERS", "make_solver",
+    "AMEDConfig", "AMEDPredictor", "load_predictor", "train_predictor", "amed_coefficients", "load_model",
 ]
+
+
+def load_model(name_or_path, **kwargs):
+    """The adapter for a registered model name or a local checkpoint file (see ``amed models``)."""
+    from .models.registry import load_model as _load  # noqa: PLC0415 (heavy model code loads on demand)
+
+    return _load(name_or_path, **kwargs)

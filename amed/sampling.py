@@ -165,18 +165,48 @@ def _check_finite(x: Tensor, solver: str, i: int, t_cur: float, t_next: float) -
             f"try more NFE, another schedule, or check the denoiser")
 
 
-def _run(denoiser, noise: Tensor, solver: str, nfe, schedule, afs, sigma_min, sigma_max, rho, predictor,
-         keep_trajectory: bool, solver_options: dict, schedule_kw: dict):
+class _Default:
+    """Marks an argument the caller left at its default (so a predictor's record can fill it)."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __repr__(self) -> str:
+        return repr(self.value)
+
+
+def _resolve(args: dict, predictor) -> dict:
+    """Unwrap defaults; with a predictor, every explicit setting must agree with its record."""
+    if predictor is None:
+        return {k: (v.value if isinstance(v, _Default) else v) for k, v in args.items()}
+    cfg = predictor.config
+    recorded = {"solver": cfg.solver, "nfe": cfg.nfe, "schedule": cfg.schedule, "afs": cfg.afs,
+                "sigma_min": cfg.sigma_min, "sigma_max": cfg.sigma_max, "rho": cfg.rho,
+                "solver_options": cfg.solver_options}
+    for k, v in args.items():
+        if isinstance(v, _Default) or k not in recorded:
+            continue
+        if k == "solver_options" and not v:
+            continue
+        if v != recorded[k]:
+            raise ValueError(f"the predictor was trained for {k}={recorded[k]!r}, got {k}={v!r}; "
+                             f"leave {k} unset to use the predictor's setting")
+    return recorded
+
+
+def _run(denoiser, noise: Tensor, args: dict, predictor, keep_trajectory: bool, schedule_kw: dict):
     if noise.ndim < 2:
         raise ValueError(f"noise must be [batch, ...], got shape {tuple(noise.shape)}")
+    a = _resolve(args, predictor)
     if predictor is not None:
-        from .amed import run_amed  # noqa: PLC0415
+        from .plugin import run_amed  # noqa: PLC0415
 
         return run_amed(denoiser, noise, predictor, keep_trajectory=keep_trajectory)
+    solver = a["solver"]
     if solver == "amed":
         raise ValueError("solver 'amed' needs a trained predictor: pass predictor=amed.load_predictor(path)")
-    p = plan(solver, nfe, schedule, afs, sigma_min, sigma_max, rho, **schedule_kw)
-    method: Solver = make_solver(solver, **solver_options)
+    p = plan(solver, a["nfe"], a["schedule"], a["afs"], a["sigma_min"], a["sigma_max"], a["rho"], **schedule_kw)
+    method: Solver = make_solver(solver, **(a["solver_options"] or {}))
     model = ModelCall(denoiser, afs=p.afs)
     B = noise.shape[0]
     grid = p.grid.to(noise.device)
@@ -195,26 +225,30 @@ def _run(denoiser, noise: Tensor, solver: str, nfe, schedule, afs, sigma_min, si
 
 
 @torch.no_grad()
-def sample(denoiser: Callable, noise: Tensor, solver: str = "ipndm", nfe: int | None = 5,
-           schedule: str | Sequence[float] | Tensor = "polynomial", afs: bool = False, sigma_min: float = 0.002,
-           sigma_max: float = 80.0, rho: float | None = None, predictor=None, solver_options: dict | None = None,
-           **schedule_kw) -> Tensor:
+def sample(denoiser: Callable, noise: Tensor, solver: str = _Default("ipndm"), nfe: int | None = _Default(5),
+           schedule: str | Sequence[float] | Tensor = _Default("polynomial"), afs: bool = _Default(False),
+           sigma_min: float = _Default(0.002), sigma_max: float = _Default(80.0), rho: float | None = _Default(None),
+           predictor=None, solver_options: dict | None = _Default(None), **schedule_kw) -> Tensor:
     """Solve the PF-ODE from sigma_max * noise down to sigma_min; returns the final state [B, ...].
 
     ``denoiser(x, sigma)`` returns D(x; sigma) for sigma a [B] tensor. ``schedule`` is a registered
     schedule name or an explicit decreasing grid of times. ``solver_options`` configure the solver
     (e.g. ``{"max_order": 3, "lower_order_final": False}``). With ``predictor`` (a trained AMED
-    predictor) every setting comes from the predictor's record.
+    predictor) every setting comes from the predictor's record, and an explicit setting that
+    disagrees with it is a ValueError.
     """
-    return _run(denoiser, noise, solver, nfe, schedule, afs, sigma_min, sigma_max, rho, predictor,
-                False, solver_options or {}, schedule_kw)
+    args = dict(solver=solver, nfe=nfe, schedule=schedule, afs=afs, sigma_min=sigma_min, sigma_max=sigma_max,
+                rho=rho, solver_options=solver_options)
+    return _run(denoiser, noise, args, predictor, False, schedule_kw)
 
 
 @torch.no_grad()
-def sample_trajectory(denoiser: Callable, noise: Tensor, solver: str = "ipndm", nfe: int | None = 5,
-                      schedule: str | Sequence[float] | Tensor = "polynomial", afs: bool = False,
-                      sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float | None = None, predictor=None,
-                      solver_options: dict | None = None, **schedule_kw) -> Tensor:
+def sample_trajectory(denoiser: Callable, noise: Tensor, solver: str = _Default("ipndm"),
+                      nfe: int | None = _Default(5), schedule: str | Sequence[float] | Tensor = _Default("polynomial"),
+                      afs: bool = _Default(False), sigma_min: float = _Default(0.002), sigma_max: float = _Default(80.0),
+                      rho: float | None = _Default(None), predictor=None, solver_options: dict | None = _Default(None),
+                      **schedule_kw) -> Tensor:
     """Like ``sample`` but returns the states at every grid point, [steps + 1, B, ...] (x_0 first)."""
-    return _run(denoiser, noise, solver, nfe, schedule, afs, sigma_min, sigma_max, rho, predictor,
-                True, solver_options or {}, schedule_kw)
+    args = dict(solver=solver, nfe=nfe, schedule=schedule, afs=afs, sigma_min=sigma_min, sigma_max=sigma_max,
+                rho=rho, solver_options=solver_options)
+    return _run(denoiser, noise, args, predictor, True, schedule_kw)

@@ -1,0 +1,134 @@
+"""AMED-Solver and AMED-Plugin: one interval of Algorithm 2, shared by sampling and training.
+
+Per interval [t_n -> t_{n+1}] (authors-code.md §4.2-4.3):
+1. the base solver evaluates the network at (x_n, t_n); the adapter's hook gives h_n (zeros under AFS);
+2. g_phi(h_n, t_n, t_{n+1}) -> r_n, c_n, a_n and s_n = t_{n+1}^r t_n^(1-r) (geometric interpolation);
+3. AMED-Solver: Euler step to s_n, network at (x_s, a_n s_n), x_{n+1} = x_n + c_n (t_{n+1} - t_n) d_s
+   (paper Eq. 9; the direction divides by s_n, a_n only scales the network's sigma input).
+   AMED-Plugin on DPM-Solver-2: the same two stages with the learned r_n in the generalised
+   DPM-Solver-2 combination. AMED-Plugin on a one-evaluation solver (ddim, ipndm, dpmpp*, unipc):
+   two sub-steps of the base solver, t_n -> s_n and s_n -> t_{n+1}, the mid-point evaluation
+   entering the base solver's history at time s_n, c_n scaling the second sub-step.
+   iPNDM keeps its equal-step coefficients on the unequal sub-steps, as the authors do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+
+from .predictor import AMEDConfig, AMEDPredictor
+from .sampling import ModelCall, _check_finite
+from .schedules import get_schedule
+from .solvers import DPM2, SOLVERS, Solver, State, make_solver
+
+__all__ = ["PLUGIN_BASES", "SINGLE_STEP", "student_solver", "student_grid", "amed_interval", "run_amed", "amed_coefficients",
+           "detach_state"]
+
+PLUGIN_BASES = ("ddim", "dpm2", "ipndm", "dpmpp2m", "dpmpp3m", "unipc")
+# Students that restart every training interval from the teacher's state (authors: "slightly better").
+SINGLE_STEP = ("amed", "ddim", "dpm2")
+
+
+def student_solver(config: AMEDConfig) -> Solver:
+    """The solver object an AMED run drives (DPM2's two-stage form for AMED-Solver)."""
+    if config.solver == "amed":
+        return DPM2()
+    if config.solver not in PLUGIN_BASES:
+        raise ValueError(f"AMED-Plugin supports base solvers {list(PLUGIN_BASES)}, got {config.solver!r}")
+    return make_solver(config.solver, **config.solver_options)
+
+
+def student_grid(config: AMEDConfig) -> torch.Tensor:
+    """The student time grid t_0 > ... > t_{N-1} of a predictor's record."""
+    return get_schedule(config.schedule, config.num_points, config.sigma_min, config.sigma_max, config.rho)
+
+
+def init_state(config: AMEDConfig, solver: Solver) -> State:
+    """Base-solver state: a plugin takes two sub-steps per interval (2N - 1 points for the order rules)."""
+    intervals = config.num_points - 1
+    return solver.init_state(intervals if config.solver in ("amed", "dpm2") else 2 * intervals)
+
+
+def amed_interval(config: AMEDConfig, solver: Solver, predictor: AMEDPredictor, x: torch.Tensor,
+                  t_cur: torch.Tensor, t_next: torch.Tensor, model: ModelCall, state: State):
+    """One interval t_cur -> t_next; returns (x_next, state, (r, c, a))."""
+    B = x.shape[0]
+    # Evaluate at (x_n, t_n) and read the bottleneck hooked there; no gradient reaches phi this way.
+    with torch.no_grad():
+        state = solver.evaluate(x, t_cur, model, state)
+        h = model.last_feature(B, x.device)
+    r, c, a = predictor(h, t_cur, t_next)
+    a_or_none = a if config.scale_time > 0 else None
+    if config.solver == "amed":
+        x_next, state = DPM2.two_stage(x, t_cur, t_next, model, state, r=r, c=c, a=a_or_none, weight=None)
+    elif config.solver == "dpm2":
+        x_next, state = DPM2.two_stage(x, t_cur, t_next, model, state, r=r, c=c, a=a_or_none, weight=0.5 / r)
+    else:
+        s = t_next**r * t_cur ** (1.0 - r)
+        mid = model.scaled(a_or_none)
+        x_s, state = solver.update(x, t_cur, s, mid, state)
+        state = solver.evaluate(x_s, s, mid, state)
+        x_next, state = solver.update(x_s, s, t_next, model, state, c=c)
+    return x_next, state, (r, c, a)
+
+
+def detach_state(state: State) -> State:
+    """Cut the graph between intervals (multistep students continue from their own detached state)."""
+    return replace(state, hist=tuple((t.detach(), m.detach()) for t, m in state.hist))
+
+
+def check_model(config: AMEDConfig, denoiser, noise: torch.Tensor) -> None:
+    """A predictor trained for one model and shape refuses another."""
+    if config.shape is not None and tuple(noise.shape[1:]) != tuple(config.shape):
+        raise ValueError(f"predictor was trained for samples of shape {tuple(config.shape)}, "
+                         f"got noise of shape {tuple(noise.shape[1:])}")
+    info = getattr(denoiser, "info", None)
+    if info is not None and config.model and getattr(info, "name", None) and info.name != config.model:
+        raise ValueError(f"predictor was trained for model {config.model!r}, got model {info.name!r}")
+    sha = getattr(info, "sha256", None) if info is not None else None
+    if sha and config.model_sha256 and sha != config.model_sha256:
+        raise ValueError(f"predictor was trained for model {config.model!r} with sha256 {config.model_sha256[:12]}..., "
+                         f"but the model given has sha256 {sha[:12]}...")
+
+
+@torch.no_grad()
+def run_amed(denoiser, noise: torch.Tensor, predictor: AMEDPredictor, keep_trajectory: bool = False,
+             coefficients: list | None = None) -> torch.Tensor:
+    """Algorithm 2: sample with a trained predictor under the settings of its record."""
+    config = predictor.config
+    check_model(config, denoiser, noise)
+    solver = student_solver(config)
+    grid = student_grid(config).to(noise.device)
+    B = noise.shape[0]
+    model = ModelCall(denoiser, afs=config.afs, features=True)
+    predictor = predictor.to(noise.device)
+    x = noise * float(grid[0])
+    traj = [x] if keep_trajectory else None
+    state = init_state(config, solver)
+    for n in range(grid.numel() - 1):
+        x, state, rca = amed_interval(config, solver, predictor, x, grid[n].expand(B), grid[n + 1].expand(B),
+                                      model, state)
+        _check_finite(x, f"amed[{config.solver}]", n, float(grid[n]), float(grid[n + 1]))
+        if coefficients is not None:
+            coefficients.append(tuple(v.detach().cpu() for v in rca))
+        if keep_trajectory:
+            traj.append(x)
+    if model.nfe != config.nfe:
+        raise RuntimeError(f"amed[{config.solver}]: made {model.nfe} network calls, the record says NFE={config.nfe}")
+    return torch.stack(traj) if keep_trajectory else x
+
+
+@torch.no_grad()
+def amed_coefficients(denoiser, noise: torch.Tensor, predictor: AMEDPredictor) -> dict[str, torch.Tensor]:
+    """The learned r_n, c_n, a_n and s_n per interval and sample (paper Fig. 7), each [N-1, B]."""
+    rca: list = []
+    run_amed(denoiser, noise, predictor, coefficients=rca)
+    grid = student_grid(predictor.config)
+    r = torch.stack([v[0] for v in rca])
+    out = {"r": r, "c": torch.stack([v[1] for v in rca]), "a": torch.stack([v[2] for v in rca])}
+    t_cur, t_next = grid[:-1, None], grid[1:, None]
+    out["s"] = t_next**r * t_cur ** (1.0 - r)
+    out["t"] = grid
+    return out
