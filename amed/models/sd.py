@@ -1,0 +1,219 @@
+"""Stable Diffusion v1.x through diffusers, seen as an EDM/VE denoiser on the 4x64x64 latent.
+
+The discrete VP model is used in its VE view (AMED paper Sec. 4 / EDM Appendix): with
+sigma_i = sqrt((1 - abar_i) / abar_i) from the scheduler's ``alphas_cumprod`` (0.0292 ... 14.6146 for
+SD v1.x) and x_VE = x_VP sqrt(1 + sigma^2),
+
+    D(x; sigma) = x - sigma * eps(x / sqrt(1 + sigma^2), t(sigma), c),
+
+with classifier-free guidance eps = eps_u + w (eps_c - eps_u), w = 7.5, evaluated as one UNet batch
+[uncond; cond]. The sigma -> timestep map is option (a) of the project notes: diffusers'/k-diffusion's
+linear interpolation of the index in log sigma between bracketing grid points (the UNet accepts a float
+timestep). It agrees with diff-sampler's continuous-t map (option b) on the 1000 grid points and differs
+slightly between them.
+
+diffusers/transformers are imported lazily, inside functions only; ``import amed`` never needs them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+from pathlib import Path
+
+import torch
+
+from .base import Denoiser, ModelInfo
+
+__all__ = ["SD_REPOS", "DEFAULT_SD_REPO", "COCO_CAPTIONS_URL", "SD_LICENSE", "SDDenoiser", "load_sd",
+           "vp_sigmas", "sigma_to_t", "read_captions", "coco_captions"]
+
+DEFAULT_SD_REPO = "CompVis/stable-diffusion-v1-4"
+SD_REPOS = {"sd-v1-4": DEFAULT_SD_REPO, "sd-v1-5": "stable-diffusion-v1-5/stable-diffusion-v1-5"}
+SD_LICENSE = ("CreativeML OpenRAIL-M (use-based restrictions; "
+              "https://huggingface.co/spaces/CompVis/stable-diffusion-license)")
+COCO_CAPTIONS_URL = ("https://github.com/boomb0om/text2image-benchmark/releases/download/v0.0.1/"
+                     "MS-COCO_val2014_30k_captions.csv")
+COCO_LICENSE = "MS-COCO annotations: CC BY 4.0 (https://cocodataset.org/#termsofuse)"
+
+
+def vp_sigmas(alphas_cumprod) -> torch.Tensor:
+    """VE noise levels of a discrete VP model: sigma_i = sqrt((1 - abar_i) / abar_i), float64, ascending."""
+    a = torch.as_tensor(alphas_cumprod, dtype=torch.float64)
+    return ((1 - a) / a).sqrt()
+
+
+def sigma_to_t(sigma: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+    """Fractional timestep index by linear interpolation in log sigma on the grid (diffusers' _sigma_to_t)."""
+    log_grid = sigmas.to(torch.float64).log().to(sigma.device)
+    log_s = sigma.to(torch.float64).clamp(min=1e-10).log()
+    hi = torch.searchsorted(log_grid, log_s).clamp(1, len(log_grid) - 1)
+    lo = hi - 1
+    w = ((log_s - log_grid[lo]) / (log_grid[hi] - log_grid[lo])).clamp(0, 1)
+    return lo.to(torch.float64) + w
+
+
+class SDDenoiser(Denoiser):
+    """Latent SD v1.x denoiser with CFG; prompts are bound per seed via ``condition``."""
+
+    def __init__(self, unet, vae, text_encoder, tokenizer, alphas_cumprod, *, guidance_scale: float = 7.5,
+                 captions: list[str] | None = None, name: str = "sd", source: str = "", license: str = SD_LICENSE):
+        super().__init__()
+        self.unet = unet
+        self.vae = vae
+        self.text_encoder = text_encoder
+        self.tokenizer = tokenizer
+        self.guidance_scale = float(guidance_scale)
+        self.captions = captions
+        self.sigmas = vp_sigmas(alphas_cumprod)
+        self.scaling_factor = float(getattr(vae.config, "scaling_factor", 0.18215)) if vae is not None else 0.18215
+        size = unet.config.sample_size
+        size = size[0] if isinstance(size, (tuple, list)) else size
+        self.info = ModelInfo(name=name, shape=(unet.config.in_channels, size, size),
+                              sigma_min=float(self.sigmas[0]), sigma_max=float(self.sigmas[-1]), source=source,
+                              license=license, extra={"guidance_scale": self.guidance_scale, "latent": True})
+        self._cond: torch.Tensor | None = None
+        self._uncond: torch.Tensor | None = None
+
+    # Text conditioning -------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
+        """CLIP last hidden states [N, 77, 768] of the prompts (padded to the tokenizer's max length)."""
+        tok = self.tokenizer(list(prompts), padding="max_length", max_length=self.tokenizer.model_max_length,
+                             truncation=True, return_tensors="pt")
+        device = next(self.text_encoder.parameters()).device
+        return self.text_encoder(tok.input_ids.to(device))[0]
+
+    def prompts_for(self, seeds, prompts=None) -> list[str]:
+        """Prompt i for seed i: explicit prompts (a string is repeated), else ``captions[seed]``."""
+        if prompts is not None:
+            prompts = [prompts] * len(seeds) if isinstance(prompts, str) else list(prompts)
+            if len(prompts) != len(seeds):
+                raise ValueError(f"got {len(prompts)} prompts for {len(seeds)} seeds")
+            return prompts
+        if self.captions is None:
+            raise ValueError(f"{self.info.name}: no prompts given and no captions list bound (see coco_captions())")
+        bad = [s for s in seeds if not 0 <= int(s) < len(self.captions)]
+        if bad:
+            raise ValueError(f"seed {bad[0]!r} has no caption: the captions list has {len(self.captions)} entries")
+        return [self.captions[int(s)] for s in seeds]
+
+    @contextlib.contextmanager
+    def condition(self, seeds, prompts=None):
+        """Bind the text embeddings of seed i's prompt (and the empty-prompt embedding) for the block."""
+        cond = self.encode_prompts(self.prompts_for(seeds, prompts))
+        if self._uncond is None:
+            self._uncond = self.encode_prompts([""])
+        previous, self._cond = self._cond, cond
+        try:
+            yield self
+        finally:
+            self._cond = previous
+
+    # Denoiser ----------------------------------------------------------------------------------
+
+    def feature_module(self) -> torch.nn.Module:
+        return self.unet.mid_block
+
+    def select_feature(self, h: torch.Tensor, batch: int) -> torch.Tensor:
+        """The hooked batch is [uncond; cond]: keep the conditional half."""
+        return h[-batch:]
+
+    def denoise(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        if self._cond is None:
+            raise ValueError(f"{self.info.name} needs prompts: wrap calls in `with model.condition(seeds):`")
+        batch = x.shape[0]
+        if self._cond.shape[0] != batch:
+            raise ValueError(f"{self._cond.shape[0]} prompts are bound but the batch has {batch} samples")
+        dtype = self.unet.dtype
+        x = x.to(torch.float32)
+        sigma = sigma.to(device=x.device, dtype=torch.float32)
+        s = sigma.reshape(-1, 1, 1, 1)
+        x_in = (x / (1 + s**2).sqrt()).to(dtype)
+        t = sigma_to_t(sigma, self.sigmas).to(device=x.device, dtype=torch.float32)
+        cond = self._cond.to(device=x.device, dtype=dtype)
+        if self.guidance_scale == 1.0:
+            eps = self.unet(x_in, t, encoder_hidden_states=cond).sample.to(torch.float32)
+        else:
+            uncond = self._uncond.to(device=x.device, dtype=dtype).expand(batch, -1, -1)
+            out = self.unet(torch.cat([x_in, x_in]), torch.cat([t, t]),
+                            encoder_hidden_states=torch.cat([uncond, cond])).sample.to(torch.float32)
+            eps_u, eps_c = out.chunk(2)
+            eps = eps_u + self.guidance_scale * (eps_c - eps_u)
+        return x - s * eps
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """VAE-decode denoised latents to images in [-1, 1] (float32, NCHW)."""
+        if self.vae is None:
+            raise ValueError(f"{self.info.name} was loaded without a VAE")
+        z = (latents / self.scaling_factor).to(device=next(self.vae.parameters()).device, dtype=self.vae.dtype)
+        return self.vae.decode(z).sample.to(torch.float32).clamp(-1, 1)
+
+
+def _scheduler_alphas_cumprod(path_or_repo, **kw) -> torch.Tensor:
+    from .._tvshim import apply as _tv_apply
+
+    _tv_apply()
+    from diffusers import DDPMScheduler
+
+    # PNDM's config carries keys DDPM does not take; from_config ignores them. Only the betas matter.
+    config = DDPMScheduler.load_config(path_or_repo, subfolder="scheduler", **kw)
+    return DDPMScheduler.from_config(config).alphas_cumprod
+
+
+def load_sd(path_or_repo: str = DEFAULT_SD_REPO, *, local_files_only: bool | None = None,
+            torch_dtype: torch.dtype | None = None, device=None, guidance_scale: float = 7.5,
+            captions: list[str] | None = None, revision: str | None = None, cache_dir=None,
+            with_vae: bool = True, name: str | None = None) -> SDDenoiser:
+    """SD v1.x adapter from a diffusers folder or a Hub repo id (``sd-v1-4``/``sd-v1-5`` aliases accepted)."""
+    import os
+
+    try:
+        from .._tvshim import apply as _tv_apply
+
+        _tv_apply()
+        from diffusers import AutoencoderKL, UNet2DConditionModel
+        from transformers import CLIPTextModel, CLIPTokenizer
+        UNet2DConditionModel.__name__  # diffusers' lazy import fails here, e.g. on a mismatched torchvision
+    except ImportError as exc:
+        raise ImportError("Stable Diffusion needs the optional dependencies: pip install 'amed[sd]'") from exc
+    except RuntimeError as exc:
+        raise ImportError(f"diffusers/transformers failed to import (a torchvision build that does not match "
+                          f"torch is a common cause): {exc}") from exc
+
+    repo = SD_REPOS.get(str(path_or_repo), str(path_or_repo))
+    if local_files_only is None:
+        local_files_only = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0") or Path(repo).is_dir()
+    kw = dict(local_files_only=local_files_only, revision=revision, cache_dir=cache_dir)
+    dkw = dict(kw, torch_dtype=torch_dtype) if torch_dtype is not None else kw
+    try:
+        unet = UNet2DConditionModel.from_pretrained(repo, subfolder="unet", **dkw)
+        vae = AutoencoderKL.from_pretrained(repo, subfolder="vae", **dkw) if with_vae else None
+        text_encoder = CLIPTextModel.from_pretrained(repo, subfolder="text_encoder", **dkw)
+        tokenizer = CLIPTokenizer.from_pretrained(repo, subfolder="tokenizer", **kw)
+        alphas_cumprod = _scheduler_alphas_cumprod(repo, **kw)
+    except (OSError, ValueError) as exc:
+        hint = " (offline: is it in the Hugging Face cache?)" if local_files_only else ""
+        raise OSError(f"cannot load Stable Diffusion from {repo!r}{hint}: {exc}") from exc
+    net = SDDenoiser(unet, vae, text_encoder, tokenizer, alphas_cumprod, guidance_scale=guidance_scale,
+                     captions=captions, name=name or str(path_or_repo), source=repo)
+    net = net.eval().requires_grad_(False)
+    return net.to(device) if device is not None else net
+
+
+def read_captions(path, column: str = "text") -> list[str]:
+    """Prompts from a captions CSV (the MS-COCO val2014 30k file uses the ``text`` column)."""
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None or column not in reader.fieldnames:
+            raise ValueError(f"{path}: no {column!r} column (columns: {reader.fieldnames})")
+        return [row[column] for row in reader]
+
+
+def coco_captions(cache_dir=None, *, offline: bool = False) -> list[str]:
+    """The MS-COCO val2014 30k captions used for SD evaluation (prompt i pairs with seed i)."""
+    from .download import fetch
+
+    return read_captions(fetch(COCO_CAPTIONS_URL, cache_dir, offline=offline, license=COCO_LICENSE))
