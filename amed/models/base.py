@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-__all__ = ["ModelInfo", "Denoiser", "channel_mean_feature"]
+__all__ = ["ModelInfo", "Denoiser", "channel_mean_feature", "to_uint8"]
 
 
 @dataclass(frozen=True)
@@ -87,9 +87,23 @@ class Denoiser(torch.nn.Module):
         h = channel_mean_feature(self.select_feature(captured[-1], x.shape[0]))
         return out, h
 
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        """Sampled tensors to images in [-1, 1] (identity for pixel models; latent adapters decode)."""
+        return x
+
+    @torch.no_grad()
+    def images(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 [B, H, W, C] images, quantised as EDM does: clip(x * 127.5 + 128, 0, 255)."""
+        return to_uint8(self.decode(x))
+
     def condition(self, seeds: list[int]) -> contextlib.AbstractContextManager:
         """Bind per-seed conditioning for the next calls (default: unconditional, nothing to bind)."""
         return contextlib.nullcontext()
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] NCHW floats -> uint8 NHWC (EDM's generate.py convention)."""
+    return (x.float() * 127.5 + 128).clip(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu()
 
 
 def _as_batch_sigma(sigma, x: torch.Tensor) -> torch.Tensor:

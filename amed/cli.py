@@ -1,0 +1,364 @@
+"""The ``amed`` command: models, solvers, sample, teacher, train, fid, fid-ref.
+
+Every subcommand writes its output atomically and prints one summary line; a user mistake is a
+one-line message on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _value(text: str):
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _options(pairs) -> dict:
+    out = {}
+    for p in pairs or []:
+        if "=" not in p:
+            raise ValueError(f"solver options are key=value, got {p!r}")
+        k, v = p.split("=", 1)
+        out[k.strip()] = _value(v.strip())
+    return out
+
+
+def _device(name: str):
+    import torch  # noqa: PLC0415
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _load_model(name: str, device):
+    from .models.embedded import DEFAULT  # noqa: PLC0415
+    from .models.registry import load_model  # noqa: PLC0415
+
+    model = load_model(name or DEFAULT)
+    if hasattr(model, "to"):
+        model = model.to(device)
+    if hasattr(model, "eval"):
+        model.eval()
+    return model
+
+
+def _shape(model) -> tuple:
+    info = getattr(model, "info", None)
+    if info is None:
+        raise ValueError("the model has no ModelInfo; cannot infer the sample shape")
+    return tuple(info.shape)
+
+
+def _save_npz(path: Path, **arrays) -> None:
+    import numpy as np  # noqa: PLC0415
+
+    from .predictor import atomic_write_bytes  # noqa: PLC0415
+
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+# ------------------------------------------------------------------------------------ commands
+def cmd_models(args) -> int:
+    from .models.registry import list_models  # noqa: PLC0415
+
+    rows = list_models()
+    if args.json:
+        print(json.dumps([r._asdict() for r in rows], indent=1))
+        return 0
+    print(f"{'name':<16} {'cached':<7} {'size':>10}  {'licence':<40} source")
+    for r in rows:
+        d = r._asdict()
+        size = d.get("size") or ""
+        print(f"{d['name']:<16} {'yes' if d.get('cached') else 'no':<7} {str(size):>10}  "
+              f"{str(d.get('license', ''))[:40]:<40} {d.get('source', '')}")
+    return 0
+
+
+def cmd_solvers(args) -> int:
+    from . import SCHEDULES, SOLVERS  # noqa: PLC0415
+    from .plugin import PLUGIN_BASES  # noqa: PLC0415
+
+    info = {"solvers": {k: {"evals_per_step": v.evals_per_step, "multistep": v.multistep} for k, v in SOLVERS.items()},
+            "amed": {"solver": "amed", "plugin_bases": list(PLUGIN_BASES)}, "schedules": sorted(SCHEDULES)}
+    print(json.dumps(info, indent=1) if args.json else
+          "solvers: " + ", ".join(SOLVERS) + "\named: amed (AMED-Solver); plugin on " + ", ".join(PLUGIN_BASES) +
+          "\nschedules: " + ", ".join(sorted(SCHEDULES)))
+    return 0
+
+
+def cmd_sample(args) -> int:
+    import numpy as np  # noqa: PLC0415
+    import torch  # noqa: PLC0415
+
+    from . import load_predictor, parse_seeds, randn_seeds, sample  # noqa: PLC0415
+
+    device = _device(args.device)
+    model = _load_model(args.model, device)
+    shape = _shape(model)
+    seeds = parse_seeds(args.seeds)
+    predictor = load_predictor(args.predictor) if args.predictor else None
+    kw = {}
+    if predictor is None:
+        kw = dict(solver=args.solver, nfe=args.nfe, schedule=args.schedule, afs=bool(args.afs),
+                  sigma_min=args.sigma_min, sigma_max=args.sigma_max, rho=args.rho,
+                  solver_options=_options(args.opt))
+    out = Path(args.out)
+    images, t0 = [], time.perf_counter()
+    bar = _bar(len(seeds), f"sample {args.solver if predictor is None else 'amed'}", args.quiet)
+    for i in range(0, len(seeds), args.batch):
+        chunk = seeds[i:i + args.batch]
+        noise = randn_seeds(chunk, shape, device=device)
+        with _condition(model, chunk):
+            x = sample(model, noise, predictor=predictor, **kw)
+        images.append(model.images(x).numpy() if hasattr(model, "images") else _uint8(x))
+        bar(len(chunk))
+    imgs = np.concatenate(images)
+    meta = {"model": getattr(getattr(model, "info", None), "name", args.model), "predictor": args.predictor,
+            **({k: v for k, v in kw.items()} if predictor is None else {"record": predictor.config.to_json()})}
+    _save_npz(out, images=imgs, seeds=np.asarray(seeds, dtype=np.int64), meta=np.asarray(json.dumps(meta, default=str)))
+    dt = time.perf_counter() - t0
+    print(f"sampled {len(seeds)} images {tuple(imgs.shape[1:])} in {dt:.1f} s ({len(seeds) / dt:.1f} img/s) -> {out}")
+    return 0
+
+
+def _uint8(x):
+    from .models.base import to_uint8  # noqa: PLC0415
+
+    return to_uint8(x).numpy()
+
+
+def _condition(model, seeds):
+    import contextlib  # noqa: PLC0415
+
+    cond = getattr(model, "condition", None)
+    return cond(seeds) if cond is not None else contextlib.nullcontext()
+
+
+def _bar(total, desc, quiet):
+    if quiet:
+        return lambda n: None
+    from tqdm import tqdm  # noqa: PLC0415
+
+    b = tqdm(total=total, desc=desc, unit="img", file=sys.stderr, leave=False)
+    return b.update
+
+
+def _amed_settings(args) -> dict:
+    kw = dict(schedule=args.schedule, rho=args.rho, afs=args.afs, scale_dir=args.scale_dir, scale_time=args.scale_time,
+              teacher=args.teacher, M=args.M, sigma_min=args.sigma_min, sigma_max=args.sigma_max)
+    if args.opt:
+        kw["solver_options"] = _options(args.opt)
+    if args.teacher_opt:
+        kw["teacher_options"] = _options(args.teacher_opt)
+    return {k: v for k, v in kw.items() if v is not None}
+
+
+def cmd_teacher(args) -> int:
+    from .training import build_teacher_cache, default_config  # noqa: PLC0415
+
+    device = _device(args.device)
+    model = _load_model(args.model, device)
+    cfg = default_config(args.solver, args.nfe, **_amed_settings(args))
+    t0 = time.perf_counter()
+    bar = _bar(args.trajectories, f"teacher {cfg.teacher} M={cfg.M}", args.quiet)
+    cache = build_teacher_cache(model, args.out, cfg, _shape(model), args.trajectories, seed=args.seed,
+                                batch=args.batch, dtype=args.cache_dtype, device=device, progress=bar)
+    print(f"teacher cache {cfg.teacher} (M={cfg.M}, {cfg.num_points} student points, {cache.meta['num_seeds']} "
+          f"trajectories, {cache.meta['dtype']}) in {time.perf_counter() - t0:.1f} s -> {args.out}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from . import train_predictor  # noqa: PLC0415
+    from .cache import TeacherCache  # noqa: PLC0415
+
+    device = _device(args.device)
+    model = _load_model(args.model, device)
+    cache = None
+    if args.cache:
+        meta_path = Path(args.cache) / "meta.json"
+        if not meta_path.exists():
+            raise ValueError(f"no teacher cache at {args.cache} (run `amed teacher` first)")
+        meta = json.loads(meta_path.read_text())
+        meta.pop("shard_sha256", None)
+        cache = TeacherCache(args.cache, meta)
+        if not cache.complete():
+            raise ValueError(f"teacher cache {args.cache} is incomplete; rerun `amed teacher` to finish it")
+    log = None if args.quiet else (lambda m: print(m, file=sys.stderr))
+    pred = train_predictor(model, _shape(model), solver=args.solver, nfe=args.nfe, num_trajectories=args.trajectories,
+                           batch=args.batch, lr=args.lr, seed=args.seed, cache=cache, device=device,
+                           progress=not args.quiet, log=log, **_amed_settings(args))
+    if cache is not None:  # the cache must hold exactly this run's teacher
+        for k in ("teacher", "M", "schedule", "num_points"):
+            want = getattr(pred.config, k) if k != "num_points" else pred.config.num_points
+            if cache.meta[k] != want:
+                raise ValueError(f"teacher cache {args.cache} has {k}={cache.meta[k]!r}, training needs {want!r}")
+    path = pred.save(args.out)
+    c = pred.config
+    print(f"trained {c.solver} NFE={c.nfe} on {c.model} ({c.num_trajectories} trajectories, teacher {c.teacher} "
+          f"M={c.M}) in {c.train_seconds:.1f} s, final loss {c.final_loss:.5g} -> {path}")
+    return 0
+
+
+def cmd_fid(args) -> int:
+    import numpy as np  # noqa: PLC0415
+
+    from .fid import feature_stats, frechet_distance, load_stats  # noqa: PLC0415
+
+    images = np.concatenate([np.load(p)["images"] for p in args.images])
+    if args.num is not None:
+        if len(images) < args.num:
+            raise ValueError(f"need {args.num} images for the metric, the inputs hold {len(images)}")
+        images = images[:args.num]
+    mu_r, sigma_r = load_stats(args.ref)
+    if args.metric == "fd-digits":
+        import torch  # noqa: PLC0415
+
+        from .features import digit_features  # noqa: PLC0415
+
+        x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        mu, sigma = feature_stats(digit_features(x).numpy())
+    else:
+        from .fid import inception_stats  # noqa: PLC0415
+
+        mu, sigma = inception_stats(images)
+    value = frechet_distance(mu, sigma, mu_r, sigma_r)
+    rec = {"metric": args.metric, "value": value, "num_images": int(len(images)), "ref": str(args.ref)}
+    if args.out:
+        from .predictor import atomic_write_bytes  # noqa: PLC0415
+
+        atomic_write_bytes(args.out, (json.dumps(rec) + "\n").encode())
+    print(f"{args.metric} = {value:.4f} over {len(images)} images (ref {args.ref})")
+    return 0
+
+
+def cmd_fid_ref(args) -> int:
+    from .fid import feature_stats, save_stats  # noqa: PLC0415
+    from .features import digit_features  # noqa: PLC0415
+    from .models.train_embedded import load_dataset  # noqa: PLC0415
+
+    import torch  # noqa: PLC0415
+
+    from .models.base import to_uint8  # noqa: PLC0415
+
+    if args.data != "digits":
+        raise ValueError(f"fd-digits reference statistics exist for the digits data set only, got {args.data!r}")
+    # Quantise the data exactly as samples are (uint8), so both sides see the same pixel grid.
+    data = to_uint8(torch.from_numpy(load_dataset(args.data)))
+    x = data.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    mu, sigma = feature_stats(digit_features(x).numpy())
+    save_stats(args.out, mu, sigma)
+    print(f"reference statistics of {args.data} ({len(data)} images, fd-digits features) -> {args.out}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------- parser
+def _solver_args(p, amed: bool):
+    p.add_argument("--model", default=None, help="registered model name or checkpoint path (default: embedded)")
+    p.add_argument("--solver", default="amed" if amed else "ipndm",
+                   help="solver key; for training 'amed' (AMED-Solver) or the plugin's base solver")
+    p.add_argument("--nfe", type=int, default=5, help="network evaluations")
+    p.add_argument("--schedule", default=None if amed else "polynomial", help="time schedule")
+    p.add_argument("--rho", type=float, default=None, help="schedule exponent (polynomial 7, time_uniform 1)")
+    p.add_argument("--afs", action=argparse.BooleanOptionalAction, default=True if amed else False,
+                   help="analytical first step (saves one NFE)")
+    p.add_argument("--sigma-min", type=float, default=0.002 if not amed else None)
+    p.add_argument("--sigma-max", type=float, default=80.0 if not amed else None)
+    p.add_argument("--opt", action="append", metavar="KEY=VALUE", help="solver option, e.g. max_order=3 (repeatable)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _amed_args(p):
+    p.add_argument("--teacher", default=None, help="teacher solver (default: heun for amed, the base solver for plugins)")
+    p.add_argument("--M", type=int, default=None, help="teacher points inserted per interval")
+    p.add_argument("--teacher-opt", action="append", metavar="KEY=VALUE", help="teacher solver option")
+    p.add_argument("--scale-dir", type=float, default=None, help="c_n range 1 +- scale_dir (0 disables)")
+    p.add_argument("--scale-time", type=float, default=None, help="a_n range 1 +- scale_time (0 disables)")
+    p.add_argument("--trajectories", type=int, default=10_000, help="training trajectories")
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="amed", description="AMED-Solver / AMED-Plugin: diffusion sampling in ~5 steps")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("models", help="list the registered models")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_models)
+    p = sub.add_parser("solvers", help="list solver and schedule keys")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_solvers)
+    p = sub.add_parser("sample", help="generate images for a list of seeds")
+    _solver_args(p, amed=False)
+    p.add_argument("--predictor", default=None, help="trained AMED predictor (.safetensors/.json); settings come from it")
+    p.add_argument("--seeds", default="0-63", help="e.g. 0-999 or 0,5,7-9")
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--out", required=True, help="output .npz (uint8 images NHWC + seeds)")
+    p.set_defaults(fn=cmd_sample)
+    p = sub.add_parser("teacher", help="build (or resume) a teacher-trajectory cache")
+    _solver_args(p, amed=True)
+    _amed_args(p)
+    p.add_argument("--cache-dtype", default="float32", choices=["float16", "float32"])
+    p.add_argument("--out", required=True, help="cache directory")
+    p.set_defaults(fn=cmd_teacher)
+    p = sub.add_parser("train", help="train an AMED predictor (Algorithm 1)")
+    _solver_args(p, amed=True)
+    _amed_args(p)
+    p.add_argument("--lr", type=float, default=5e-3)
+    p.add_argument("--cache", default=None, help="teacher cache directory (default: teachers on the fly)")
+    p.add_argument("--out", required=True, help="output path stem: writes <out>.safetensors and <out>.json")
+    p.set_defaults(fn=cmd_train)
+    p = sub.add_parser("fid", help="Frechet distance of sampled images against reference statistics")
+    p.add_argument("--images", nargs="+", required=True, help="sample .npz files")
+    p.add_argument("--ref", required=True, help="reference statistics .npz (mu, sigma)")
+    p.add_argument("--metric", default="fd-digits", choices=["fd-digits", "inception"])
+    p.add_argument("--num", type=int, default=None, help="use exactly this many images (error if fewer)")
+    p.add_argument("--out", default=None, help="write the result as JSON")
+    p.set_defaults(fn=cmd_fid)
+    p = sub.add_parser("fid-ref", help="reference statistics of the embedded data set")
+    p.add_argument("--data", default="digits")
+    p.add_argument("--out", required=True)
+    p.set_defaults(fn=cmd_fid_ref)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    for name in ("nfe", "batch", "trajectories"):
+        v = getattr(args, name, None)
+        if v is not None and v < 1:
+            print(f"amed {args.cmd}: --{name} must be >= 1, got {v}", file=sys.stderr)
+            return 2
+    try:
+        return args.fn(args)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"amed {args.cmd}: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"amed {args.cmd}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
