@@ -21,18 +21,26 @@ def bcast(c: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return c.to(dtype=like.dtype, device=like.device).view(-1, *([1] * (like.ndim - 1)))
 
 
-def _reference(terms: Sequence[torch.Tensor], coeffs: Sequence[torch.Tensor]) -> torch.Tensor:
-    out = terms[0] * bcast(coeffs[0], terms[0])
-    for t, c in zip(terms[1:], coeffs[1:]):
-        out = out.addcmul_(t, bcast(c, t)) if not out.requires_grad else out + t * bcast(c, t)
+def _reference(terms: Sequence[torch.Tensor], coeffs: Sequence) -> torch.Tensor:
+    grad = any(t.requires_grad for t in terms) or any(isinstance(c, torch.Tensor) and c.requires_grad for c in coeffs)
+    if isinstance(coeffs[0], float) and coeffs[0] == 1.0 and len(terms) > 1:
+        # x + sum_k c_k m_k: the first pass reads x once instead of scaling it by ones.
+        out = torch.addcmul(terms[0], terms[1], bcast(coeffs[1], terms[1]))
+        rest = zip(terms[2:], coeffs[2:])
+    else:
+        out = terms[0] * (coeffs[0] if isinstance(coeffs[0], float) else bcast(coeffs[0], terms[0]))
+        rest = zip(terms[1:], coeffs[1:])
+    for t, c in rest:
+        out = out + t * bcast(c, t) if grad else out.addcmul_(t, bcast(c, t))
     return out
 
 
-def lincomb(terms: Sequence[torch.Tensor], coeffs: Sequence[torch.Tensor]) -> torch.Tensor:
-    """sum_k coeffs[k] * terms[k] with per-sample [B] float64 coefficients."""
+def lincomb(terms: Sequence[torch.Tensor], coeffs: Sequence) -> torch.Tensor:
+    """sum_k coeffs[k] * terms[k]; coefficients are [B] float64 tensors (the first may be the float 1.0)."""
     global _fused
     x = terms[0]
-    if x.is_cuda and not any(t.requires_grad for t in terms) and not any(c.requires_grad for c in coeffs):
+    if x.is_cuda and not any(t.requires_grad for t in terms) and \
+            not any(isinstance(c, torch.Tensor) and c.requires_grad for c in coeffs):
         if _fused is None:
             try:
                 from kernels import lincomb as fused  # noqa: PLC0415 (optional, CUDA-only path)
@@ -41,5 +49,8 @@ def lincomb(terms: Sequence[torch.Tensor], coeffs: Sequence[torch.Tensor]) -> to
             except ImportError:
                 _fused = False
         if _fused:
-            return _fused(list(terms), torch.stack([c.to(x.device) for c in coeffs], dim=1))
+            B = x.shape[0]
+            cols = [c.to(x.device) if isinstance(c, torch.Tensor) else torch.full((B,), float(c), device=x.device,
+                                                                                  dtype=torch.float64) for c in coeffs]
+            return _fused(list(terms), torch.stack(cols, dim=1))
     return _reference(terms, coeffs)

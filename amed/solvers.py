@@ -54,7 +54,13 @@ def _d(x: Tensor, D: Tensor, t: Tensor) -> Tensor:
 
 def dynamic_threshold(D: Tensor, p: float = 0.995, max_val: float = 1.0) -> Tensor:
     """Imagen dynamic thresholding of a data prediction, as diff-sampler applies it (s >= max_val)."""
-    s = torch.quantile(D.detach().abs().reshape(D.shape[0], -1).float(), p, dim=1).clamp_min(max_val)
+    flat = D.detach().abs().reshape(D.shape[0], -1).float()
+    # torch.quantile's linear interpolation, from the top-k values (k small) instead of a full sort.
+    pos = p * (flat.shape[1] - 1)
+    lo = int(math.floor(pos))
+    top = torch.topk(flat, flat.shape[1] - lo, dim=1, sorted=True).values  # descending; top[:, -1] is rank lo
+    v_lo, v_hi = top[:, -1], top[:, -2] if top.shape[1] > 1 else top[:, -1]
+    s = (v_lo + (pos - lo) * (v_hi - v_lo)).clamp_min(max_val)
     s = bcast(s.to(torch.float64), D)
     return torch.maximum(torch.minimum(D, s), -s) / s
 
@@ -118,7 +124,7 @@ class DDIM(Solver):
 
     def update(self, x, t, t_next, denoise, state, c=None):
         d = state.hist[-1][1]
-        x_next = lincomb([x, d], [torch.ones_like(t), _scale(c, t) * (t_next - t)])
+        x_next = lincomb([x, d], [1.0, _scale(c, t) * (t_next - t)])
         return x_next, replace(state, index=state.index + 1, fresh=False)
 
 
@@ -131,12 +137,11 @@ class Heun(Solver):
     def update(self, x, t, t_next, denoise, state, c=None):
         d = state.hist[-1][1]
         h = _scale(c, t) * (t_next - t)
-        ones = torch.ones_like(t)
         # Euler step.
-        x_e = lincomb([x, d], [ones, t_next - t])
+        x_e = lincomb([x, d], [1.0, t_next - t])
         # Apply 2nd order correction.
         d_e = _d(x_e, model_eval(denoise, x_e, t_next), t_next)
-        x_next = lincomb([x, d, d_e], [ones, 0.5 * h, 0.5 * h])
+        x_next = lincomb([x, d, d_e], [1.0, 0.5 * h, 0.5 * h])
         return x_next, replace(state, index=state.index + 1, fresh=False)
 
 
@@ -166,12 +171,12 @@ class DPM2(Solver):
         ones = torch.ones_like(t)
         s = t_next**r * t ** (1.0 - r)
         # Euler step to the intermediate time.
-        x_s = lincomb([x, d], [ones, s - t])
+        x_s = lincomb([x, d], [1.0, s - t])
         sigma_eval = s if a is None else a * s
         d_s = _d(x_s, model_eval(denoise, x_s, sigma_eval), s)
         h = _scale(c, t) * (t_next - t)
         w = ones if weight is None else weight
-        x_next = lincomb([x, d_s, d], [ones, h * w, h * (1.0 - w)])
+        x_next = lincomb([x, d_s, d], [1.0, h * w, h * (1.0 - w)])
         return x_next, replace(state, index=state.index + 1, fresh=False)
 
 
@@ -194,7 +199,7 @@ class IPNDM(Solver):
         order = min(self.max_order, len(state.hist))
         h = _scale(c, t) * (t_next - t)
         ds = [m for _, m in reversed(state.hist[-order:])]  # d_cur, d_{-1}, ...
-        x_next = lincomb([x, *ds], [torch.ones_like(t), *(h * b for b in _AB[order])])
+        x_next = lincomb([x, *ds], [1.0, *(h * b for b in _AB[order])])
         return x_next, replace(state, index=state.index + 1, fresh=False)
 
 
@@ -239,7 +244,7 @@ class DPMSolverPP(Solver):
         (t0, m0) = state.hist[-1]
         h = torch.log(t0 / t_next)
         ones = torch.ones_like(t)
-        terms, coef = [x], [ones if not self.predict_x0 else t_next / t0]
+        terms, coef = [x], [1.0 if not self.predict_x0 else t_next / t0]
         if self.predict_x0:
             phi1 = torch.expm1(-h)
             phi2 = phi1 / h + 1.0
@@ -365,7 +370,7 @@ class UniPC(Solver):
         rks, rho_p, rho_c, B_h, h_phi_1 = self._coefficients(hist, t_next, order)
         ones = torch.ones_like(t)
         k = c * (ones if self.predict_x0 else t_next)  # noise mode multiplies the increment by t'
-        lead = t_next / t0 if self.predict_x0 else ones
+        lead = t_next / t0 if self.predict_x0 else 1.0
         # D1s_k = (m_{-k} - m0) / r_k, k = 1..order-1
         prev = [hist[-1 - j][1] for j in range(1, order)]
         # Predictor: x_ = lead x - k h_phi_1 m0 - k B_h sum rho_p D1s.
