@@ -1,0 +1,62 @@
+"""Offline feature network for the embedded data set, and the metric built on it.
+
+The metric is **FD-digits**: the Frechet distance between Gaussians fitted to the 64-d penultimate
+features of a small digit classifier (``amed.models.train_embedded.DigitClassifier``, trained by this
+project on a held-out split of sklearn's digits). It plays the role FID plays for image models, but it
+is NOT Inception FID and its values are not comparable to FID numbers.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+__all__ = ["METRIC_NAME", "FEATURE_NET", "load_feature_net", "digit_features", "fd_digits"]
+
+METRIC_NAME = "FD-digits"
+FEATURE_NET = "digits-8-features"
+
+
+@lru_cache(maxsize=4)
+def _load(directory: str | None) -> torch.nn.Module:
+    from safetensors.torch import load_file
+
+    from .models.embedded import ASSETS, sha256_file
+    from .models.train_embedded import DigitClassifier
+
+    d = Path(directory) if directory is not None else ASSETS
+    wpath, rpath = d / f"{FEATURE_NET}.safetensors", d / f"{FEATURE_NET}.json"
+    if not wpath.is_file() or not rpath.is_file():
+        raise FileNotFoundError(f"feature network {FEATURE_NET!r} is not installed: expected {wpath} and {rpath}")
+    record = json.loads(rpath.read_text())
+    actual = sha256_file(wpath)
+    if actual != record.get("sha256"):
+        raise ValueError(f"sha256 mismatch for {wpath}: record says {record.get('sha256')}, file has {actual}")
+    net = DigitClassifier(feat_dim=record.get("feature_dim", 64))
+    net.load_state_dict(load_file(str(wpath)))
+    return net.eval().requires_grad_(False)
+
+
+def load_feature_net(directory: str | Path | None = None) -> torch.nn.Module:
+    """The FD-digits classifier (sha256-verified, cached)."""
+    return _load(None if directory is None else str(directory))
+
+
+def digit_features(images: torch.Tensor, batch: int = 1024, directory: str | Path | None = None) -> torch.Tensor:
+    """64-d penultimate features of images [N, 1, 8, 8] in [-1, 1] (clamped), float32 on CPU."""
+    if images.ndim != 4 or tuple(images.shape[1:]) != (1, 8, 8):
+        raise ValueError(f"digit_features expects images of shape [N, 1, 8, 8], got {tuple(images.shape)}")
+    net = load_feature_net(directory)
+    x = images.detach().float().cpu().clamp(-1, 1)
+    with torch.no_grad():
+        return torch.cat([net.features(x[i:i + batch]) for i in range(0, len(x), batch)])
+
+
+def fd_digits(images_a: torch.Tensor, images_b: torch.Tensor) -> float:
+    """FD-digits between two image sets [N, 1, 8, 8] in [-1, 1]."""
+    from .fid import feature_stats, frechet_distance
+
+    return frechet_distance(*feature_stats(digit_features(images_a)), *feature_stats(digit_features(images_b)))
