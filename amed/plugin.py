@@ -23,7 +23,7 @@ from .sampling import ModelCall, _check_finite
 from .schedules import get_schedule
 from .solvers import DPM2, SOLVERS, Solver, State, make_solver
 
-__all__ = ["PLUGIN_BASES", "SINGLE_STEP", "student_solver", "student_grid", "amed_interval", "run_amed", "amed_coefficients",
+__all__ = ["PLUGIN_BASES", "SINGLE_STEP", "student_solver", "student_grid", "init_state", "amed_interval", "run_amed", "amed_coefficients",
            "detach_state"]
 
 PLUGIN_BASES = ("ddim", "dpm2", "ipndm", "dpmpp2m", "dpmpp3m", "unipc")
