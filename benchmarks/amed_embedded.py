@@ -60,7 +60,7 @@ def main(argv=None):
         err = (x - truth).flatten(1).norm(dim=1).mean().item()
         fd = float("nan")
         if digits:
-            q = to_uint8(x).permute(0, 3, 1, 2).float() / 127.5 - 1
+            q = model.images(x).permute(0, 3, 1, 2).float() / 127.5 - 1
             fd = frechet_distance(*feature_stats(digit_features(q).numpy()), *ref_stats)
         return err, fd
 
