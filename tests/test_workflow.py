@@ -1,0 +1,164 @@
+"""The Snakemake workflow: config validation, dry-run plans, lint, and kill/resume of a tiny real run.
+
+Every run uses a tiny config in a tmp directory (`--configfile`, `--directory`), never results/ of the repo.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEFILE = ROOT / "Snakefile"
+ENV = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+
+pytest.importorskip("snakemake")
+
+# One method x one NFE, 6 shards of 32 seeds: each shard is one short `amed sample` job.
+TINY = {"datasets": {"tiny": {"paper": "cifar10", "num_samples": 192, "shard_size": 32, "batch": 64, "nfe": [5],
+                              "methods": {"ipndm": {"label": "iPNDM", "solver": "ipndm",
+                                                    "options": {"max_order": 4}}}}}}
+
+
+def smk(workdir: Path, config: dict | Path | None, *args, **kw) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(workdir)]
+    if config is not None:
+        if isinstance(config, dict):
+            path = workdir / "cfg.yaml"
+            path.write_text(yaml.safe_dump(config))
+            config = path
+        cmd += [f"--configfile={config}"]
+    return subprocess.run(cmd + list(args), capture_output=True, text=True, env=ENV, cwd=workdir, **kw)
+
+
+def job_counts(out: str) -> dict:
+    stats = out[out.index("Job stats:"):]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M)}
+
+
+def test_schema_enums_match_the_package_registries():
+    import amed
+    from amed.plugin import PLUGIN_BASES
+
+    schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
+    method = schema["$defs"]["method"]["properties"]
+    assert set(method["solver"]["enum"]) == set(amed.SOLVERS) | {"amed"} | set(PLUGIN_BASES)
+    assert set(method["schedule"]["enum"]) == set(amed.SCHEDULES)
+    assert set(method["train"]["properties"]["teacher"]["enum"]) == set(amed.SOLVERS)
+
+
+def _walk(node, path="$"):
+    """Every object schema: each property has a description and a default; unknown keys are refused."""
+    if isinstance(node, dict):
+        if node.get("type") == "object" and "properties" in node:
+            assert node.get("additionalProperties") is False, path
+            for k, v in node["properties"].items():
+                assert "description" in v and "default" in v, f"{path}.{k}"
+        for k, v in node.items():
+            _walk(v, f"{path}.{k}")
+
+
+def test_schema_describes_and_defaults_every_key():
+    _walk(yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text()))
+
+
+BAD = {
+    "unknown solver": ({"datasets": {"d": {"methods": {"x": {"solver": "euler"}}}}}, "'euler' is not one of"),
+    "unknown kind": ({"datasets": {"d": {"methods": {"x": {"kind": "amed", "solver": "amed"}}}}},
+                     "'amed' is not one of ['baseline', 'amed_solver', 'amed_plugin']"),
+    "heun even NFE with AFS": ({"datasets": {"d": {"nfe": [4], "methods": {"x": {"solver": "heun", "afs": True}}}}},
+                               "datasets.d.methods.x: NFE 4 is unreachable"),
+    "amed even NFE with AFS": ({"datasets": {"d": {"nfe": [6], "methods": {"x": {
+        "kind": "amed_solver", "solver": "amed", "schedule": "time_uniform", "afs": True}}}}},
+        "datasets.d.methods.x: NFE 6 is unreachable (2 NFE per step, afs=True)"),
+    "plugin on a non-base": ({"datasets": {"d": {"methods": {"x": {"kind": "amed_plugin", "solver": "heun"}}}}},
+                             "datasets.d.methods.x.solver: 'heun' is not allowed for kind 'amed_plugin'; allowed values"),
+    "typo'd key": ({"datasets": {"d": {"nfes": [5], "methods": {"x": {"solver": "ipndm"}}}}},
+                   "Additional properties are not allowed ('nfes' was unexpected)"),
+    "negative sample count": ({"datasets": {"d": {"num_samples": -5, "methods": {"x": {"solver": "ipndm"}}}}},
+                              "-5 is less than the minimum of 1"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_config_fails_at_parse_time(tmp_path, case):
+    config, message = BAD[case]
+    r = smk(tmp_path, config, "-n")
+    assert r.returncode != 0
+    assert message in r.stdout + r.stderr, r.stdout + r.stderr
+    assert not (tmp_path / "results").exists()  # nothing ran
+
+
+def test_dry_run_plans_the_default_grid(tmp_path):
+    r = smk(tmp_path, ROOT / "config.yaml", "-n", "--quiet", "rules")
+    assert r.returncode == 0, r.stderr
+    c = job_counts(r.stdout)  # 8 methods x 4 NFE; 2 shards of 256; AMED: 2 methods x 4 NFE teachers/predictors
+    assert (c["sample"], c["fid"], c["teacher"], c["train"], c["total"]) == (64, 32, 8, 8, 118), c
+
+
+def test_dry_run_plans_the_paper_grid(tmp_path):
+    r = smk(tmp_path, ROOT / "config" / "paper.yaml", "-n", "results/table2.csv", "--quiet", "rules")
+    assert r.returncode == 0, r.stderr
+    c = job_counts(r.stdout)  # 30 (method, dataset) rows x 4 NFE x 50 shards; 8 AMED rows x 4 NFE
+    assert (c["sample"], c["fid"], c["teacher"], c["train"], c["model"], c["fid_ref"]) == (6000, 120, 32, 32, 4, 4), c
+
+
+def test_lint_is_clean():
+    r = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--lint"], capture_output=True,
+                       text=True, env=ENV, cwd=ROOT)
+    assert r.returncode == 0 and "Congratulations" in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("uninterrupted")
+    r = smk(work, TINY, "--cores", "2")
+    assert r.returncode == 0, r.stderr[-3000:]
+    return work
+
+
+def _shards(work: Path) -> dict:
+    return {p.name: p.stat().st_mtime_ns for p in (work / "results/tiny/ipndm/nfe5/samples").glob("*.npz")}
+
+
+def _incomplete(work: Path) -> set:
+    """Outputs snakemake marked incomplete (a job killed before snakemake recorded it as finished)."""
+    root = work / ".snakemake" / "incomplete"
+    names = {base64.urlsafe_b64decode(p.name).decode() for p in root.glob("*") if p.is_file()} if root.exists() else set()
+    return {Path(n).name for n in names}
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["sigint", "sigkill"])
+def test_kill_during_sampling_then_rerun(tmp_path, reference_run, sig):
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(TINY))
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(tmp_path),
+           f"--configfile={tmp_path / 'cfg.yaml'}", "--cores", "1"]
+    p = subprocess.Popen(cmd, env=ENV, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
+    t0 = time.monotonic()
+    while len(_shards(tmp_path)) < 2 and p.poll() is None and time.monotonic() - t0 < 120:
+        time.sleep(0.05)
+    os.killpg(p.pid, sig)  # the whole group: snakemake and the running `amed sample`
+    p.wait(timeout=60)
+    done = {k: v for k, v in _shards(tmp_path).items() if k not in _incomplete(tmp_path)}  # not trusted
+    assert 1 <= len(done) < 6, f"the kill missed the sampling stage ({len(done)} shards)"
+    assert not (tmp_path / "results/table2.csv").exists()
+
+    if sig == signal.SIGKILL:  # a killed snakemake leaves its lock behind; --unlock is the documented remedy
+        subprocess.run(cmd + ["--unlock"], capture_output=True, env=ENV, cwd=tmp_path, check=True)
+    r = subprocess.run(cmd + ["--rerun-incomplete"], capture_output=True, text=True, env=ENV, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    after = _shards(tmp_path)
+    assert len(after) == 6
+    assert {k: after[k] for k in done} == done  # finished shards were not redone
+    for name in ("table2.csv", "audit.csv"):
+        assert (tmp_path / "results" / name).read_text() == (reference_run / "results" / name).read_text()

@@ -1,0 +1,37 @@
+# Stage 1: materialise and verify the checkpoint and the reference statistics of each dataset.
+
+
+rule model:
+    output:
+        "results/{dataset}/model.json",
+    params:
+        model=lambda w: DS[w.dataset]["model"],
+    log:
+        "results/logs/model/{dataset}.log",
+    benchmark:
+        "results/benchmarks/model/{dataset}.tsv"
+    resources:
+        mem_mb=RES["mem_mb"],
+        runtime=60,
+    conda:
+        "../envs/amed.yaml"
+    script:
+        "../scripts/model.py"
+
+
+rule fid_ref:
+    output:
+        "results/{dataset}/fid_ref.npz",
+    params:
+        ref=lambda w: DS[w.dataset]["ref"],
+    log:
+        "results/logs/fid_ref/{dataset}.log",
+    benchmark:
+        "results/benchmarks/fid_ref/{dataset}.tsv"
+    resources:
+        mem_mb=1000,
+        runtime=30,
+    conda:
+        "../envs/amed.yaml"
+    script:
+        "../scripts/fid_ref.py"

@@ -1,0 +1,29 @@
+# Stage 2: teacher trajectories for AMED training (resumable cache; a killed job resumes its shards).
+
+
+rule teacher:
+    input:
+        model="results/{dataset}/model.json",
+    output:
+        "results/{dataset}/teacher/{method}/nfe{nfe}/teacher.json",
+    params:
+        amed=AMED,
+        device=config["device"],
+        model=lambda w: DS[w.dataset]["model"],
+        args=lambda w: grid.teacher_params(config, w),
+        cache=lambda w, output: os.path.join(os.path.dirname(output[0]), "cache"),
+    log:
+        "results/logs/teacher/{dataset}/{method}/nfe{nfe}.log",
+    benchmark:
+        "results/benchmarks/teacher/{dataset}/{method}/nfe{nfe}.tsv"
+    threads: RES["threads"]
+    resources:
+        mem_mb=RES["mem_mb"],
+        runtime=RES["runtime"],
+        gpu=RES["gpu"],
+    conda:
+        "../envs/amed.yaml"
+    shell:
+        "export OMP_NUM_THREADS={threads}; "
+        "{params.amed} teacher --model {params.model} {params.args} --device {params.device} --quiet "
+        "--out {params.cache} > {log} 2>&1 && cp {params.cache}/meta.json {output}"
