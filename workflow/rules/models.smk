@@ -6,6 +6,7 @@ rule model:
         "results/{dataset}/model.json",
     params:
         model=lambda w: DS[w.dataset]["model"],
+        identity=lambda w: grid.model_identity(DS[w.dataset]["model"]),
     log:
         "results/logs/model/{dataset}.log",
     benchmark:

@@ -133,3 +133,17 @@ def fid_shards(config, w) -> list[str]:
 
 def all_fid(config) -> list[str]:
     return [f"results/{ds}/{m}/nfe{n}/fid.json" for ds, m, n in grid(config)]
+
+
+def model_identity(name: str) -> str:
+    """What the model job depends on: the sha256 of a shipped embedded model (so a retrained asset reruns the
+    grid), else the registered name (downloads are verified inside the job)."""
+    import json  # noqa: PLC0415
+
+    from amed.models.embedded import EMBEDDED_MODELS, asset_dir  # noqa: PLC0415
+
+    if name in EMBEDDED_MODELS:
+        record = asset_dir() / EMBEDDED_MODELS[name].record_file
+        if record.is_file():
+            return json.loads(record.read_text()).get("sha256", name)
+    return name
