@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from kernels import lincomb, lincomb_reference, triton_available  # noqa: E402
 
-SHAPES = [(3, 32, 32), (3, 64, 64)]
+SHAPES = [(3, 32, 32), (3, 64, 64), (3, 256, 256)]  # the last is bandwidth-bound at batch 64+
 BATCHES = [1, 64, 256]
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 KS = [2, 5]  # AMED / DPM-Solver++ (x, d) and iPNDM order 4 (x, d_1..d_4)
