@@ -1,7 +1,10 @@
-# AMED Table 2 workflow (index). Stages live in workflow/rules/*.smk; see results/README.md.
-#   snakemake --profile profiles/local           # default config.yaml: embedded digits-8 grid, offline, CPU
+# AMED workflow (index). Stages live in workflow/rules/*.smk; see results/README.md.
+#   snakemake --profile profiles/local           # default config.yaml: Table 2 on embedded digits-8, offline, CPU
+#   snakemake --profile profiles/local paper     # + Tables 4, 5, Figures 3/4/5/7, sample grids, full audit
+#   snakemake --report results/report.html paper # the HTML report (figures, tables, captions, rule runtimes)
 #   snakemake --profile profiles/slurm results/table2.csv --configfile=config/paper.yaml   # paper grid, SLURM
 import os
+import re
 import sys
 
 from snakemake.utils import min_version, validate
@@ -27,14 +30,18 @@ if config["cache_dir"]:
     os.environ.update({"AMED_CACHE": str(config["cache_dir"])})  # read by amed.load_model in every job
 
 DS = config["datasets"]
+METHODS = grid.methods(config)  # Table 2's methods + the generated Table 4/5 variants ("{base}.{axis}-{value}")
 AMED = f"{sys.executable} -m amed.cli"
 RES = config["resources"]
 
 
+report: "workflow/report/workflow.rst"
+
+
 wildcard_constraints:
     dataset="|".join(DS),
-    method="|".join(sorted({m for d in DS.values() for m in d["methods"]})),
-    nfe="|".join(sorted({str(n) for d in DS.values() for n in d["nfe"]})),
+    method="|".join(sorted({re.escape(k) for ms in METHODS.values() for k in ms}, key=lambda k: (-len(k), k))),
+    nfe="|".join(sorted({str(n) for ms in METHODS.values() for m in ms.values() for n in m["nfe"]})),
     shard=r"\d{6}",
 
 
@@ -44,6 +51,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/sample.smk"
 include: "workflow/rules/fid.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/figures.smk"
 
 
 rule all:
@@ -53,3 +61,13 @@ rule all:
         "results/table2.md",
         "results/audit.csv",
         "results/audit.md",
+
+
+rule paper:  # Tables 3 (paper config only), 4 and 5, Figures 3/4/5/7, sample grids and the audit of Tables 2-5
+    input:
+        grid.paper_targets(config),
+
+
+rule figures:
+    input:
+        grid.figure_targets(config),

@@ -117,14 +117,16 @@ def cmd_sample(args) -> int:
     shape = _shape(model)
     seeds = parse_seeds(args.seeds)
     predictor = load_predictor(args.predictor) if args.predictor else None
-    kw = {}
+    given = dict(solver=args.solver, nfe=args.nfe, schedule=args.schedule, afs=args.afs, sigma_min=args.sigma_min,
+                 sigma_max=args.sigma_max, rho=args.rho, solver_options=_options(args.opt) or None)
     if predictor is None:
-        kw = dict(solver=args.solver, nfe=args.nfe, schedule=args.schedule, afs=bool(args.afs),
-                  sigma_min=args.sigma_min, sigma_max=args.sigma_max, rho=args.rho,
-                  solver_options=_options(args.opt))
+        defaults = dict(solver="ipndm", nfe=5, schedule="polynomial", afs=False, sigma_min=0.002, sigma_max=80.0)
+        kw = {k: (defaults.get(k) if v is None else v) for k, v in given.items()}
+    else:  # only what the user set; a disagreement with the predictor's record is an error
+        kw = {k: v for k, v in given.items() if v is not None}
     out = Path(args.out)
     images, t0 = [], time.perf_counter()
-    bar = _bar(len(seeds), f"sample {args.solver if predictor is None else 'amed'}", args.quiet)
+    bar = _bar(len(seeds), f"sample {kw['solver'] if predictor is None else 'amed'}", args.quiet)
     for i in range(0, len(seeds), args.batch):
         chunk = seeds[i:i + args.batch]
         noise = randn_seeds(chunk, shape, device=device)
@@ -134,7 +136,7 @@ def cmd_sample(args) -> int:
         bar(len(chunk))
     imgs = np.concatenate(images)
     meta = {"model": getattr(getattr(model, "info", None), "name", args.model), "predictor": args.predictor,
-            **({k: v for k, v in kw.items()} if predictor is None else {"record": predictor.config.to_json()})}
+            **(kw if predictor is None else {"record": predictor.config.to_json()})}
     _save_npz(out, images=imgs, seeds=np.asarray(seeds, dtype=np.int64), meta=np.asarray(json.dumps(meta, default=str)))
     dt = time.perf_counter() - t0
     print(f"sampled {len(seeds)} images {tuple(imgs.shape[1:])} in {dt:.1f} s ({len(seeds) / dt:.1f} img/s) -> {out}")
@@ -201,18 +203,11 @@ def cmd_train(args) -> int:
             raise ValueError(f"no teacher cache at {args.cache} (run `amed teacher` first)")
         meta = json.loads(meta_path.read_text())
         meta.pop("shard_sha256", None)
-        cache = TeacherCache(args.cache, meta)
-        if not cache.complete():
-            raise ValueError(f"teacher cache {args.cache} is incomplete; rerun `amed teacher` to finish it")
+        cache = TeacherCache(args.cache, meta)  # checked against this run's settings in train_predictor
     log = None if args.quiet else (lambda m: print(m, file=sys.stderr))
     pred = train_predictor(model, _shape(model), solver=args.solver, nfe=args.nfe, num_trajectories=args.trajectories,
                            batch=args.batch, lr=args.lr, seed=args.seed, cache=cache, device=device,
                            progress=not args.quiet, log=log, **_amed_settings(args))
-    if cache is not None:  # the cache must hold exactly this run's teacher
-        for k in ("teacher", "M", "schedule", "num_points"):
-            want = getattr(pred.config, k) if k != "num_points" else pred.config.num_points
-            if cache.meta[k] != want:
-                raise ValueError(f"teacher cache {args.cache} has {k}={cache.meta[k]!r}, training needs {want!r}")
     path = pred.save(args.out)
     c = pred.config
     print(f"trained {c.solver} NFE={c.nfe} on {c.model} ({c.num_trajectories} trajectories, teacher {c.teacher} "
@@ -225,7 +220,13 @@ def cmd_fid(args) -> int:
 
     from .fid import feature_stats, frechet_distance, load_stats  # noqa: PLC0415
 
-    images = np.concatenate([np.load(p)["images"] for p in args.images])
+    parts = []
+    for p in args.images:
+        with np.load(p) as f:
+            if "images" not in f:
+                raise ValueError(f"{p} holds no 'images' array (keys {sorted(f.files)}); give `amed sample` outputs")
+            parts.append(f["images"])
+    images = np.concatenate(parts)
     if args.num is not None:
         if len(images) < args.num:
             raise ValueError(f"need {args.num} images for the metric, the inputs hold {len(images)}")
@@ -274,16 +275,18 @@ def cmd_fid_ref(args) -> int:
 
 # --------------------------------------------------------------------------------------- parser
 def _solver_args(p, amed: bool):
+    # For `sample` every solver flag defaults to None: without --predictor the defaults are ipndm, NFE 5,
+    # polynomial, no AFS, sigma 0.002..80; with --predictor only the flags given are checked against its record.
     p.add_argument("--model", default=None, help="registered model name or checkpoint path (default: embedded)")
-    p.add_argument("--solver", default="amed" if amed else "ipndm",
-                   help="solver key; for training 'amed' (AMED-Solver) or the plugin's base solver")
-    p.add_argument("--nfe", type=int, default=5, help="network evaluations")
-    p.add_argument("--schedule", default=None if amed else "polynomial", help="time schedule")
+    p.add_argument("--solver", default="amed" if amed else None,
+                   help="solver key (sample default ipndm); for training 'amed' (AMED-Solver) or the plugin's base")
+    p.add_argument("--nfe", type=int, default=5 if amed else None, help="network evaluations (default 5)")
+    p.add_argument("--schedule", default=None, help="time schedule (sample default polynomial)")
     p.add_argument("--rho", type=float, default=None, help="schedule exponent (polynomial 7, time_uniform 1)")
-    p.add_argument("--afs", action=argparse.BooleanOptionalAction, default=True if amed else False,
+    p.add_argument("--afs", action=argparse.BooleanOptionalAction, default=True if amed else None,
                    help="analytical first step (saves one NFE)")
-    p.add_argument("--sigma-min", type=float, default=0.002 if not amed else None)
-    p.add_argument("--sigma-max", type=float, default=80.0 if not amed else None)
+    p.add_argument("--sigma-min", type=float, default=None)
+    p.add_argument("--sigma-max", type=float, default=None)
     p.add_argument("--opt", action="append", metavar="KEY=VALUE", help="solver option, e.g. max_order=3 (repeatable)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

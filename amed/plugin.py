@@ -21,7 +21,7 @@ import torch
 from .predictor import AMEDConfig, AMEDPredictor
 from .sampling import ModelCall, _check_finite
 from .schedules import get_schedule
-from .solvers import DPM2, SOLVERS, Solver, State, make_solver
+from .solvers import DPM2, Solver, State, make_solver
 
 __all__ = ["PLUGIN_BASES", "SINGLE_STEP", "student_solver", "student_grid", "init_state", "amed_interval", "run_amed", "amed_coefficients",
            "detach_state"]

@@ -59,6 +59,16 @@ class AMEDConfig:
     final_loss: float | None = None
     loss_per_step: list | None = None
 
+    def __post_init__(self):
+        for name in ("scale_dir", "scale_time"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not 0.0 <= v < 1.0:
+                raise ValueError(f"{name} must lie in [0, 1), got {v!r}")
+        if not isinstance(self.nfe, int) or self.nfe < 1:
+            raise ValueError(f"NFE must be a positive integer, got {self.nfe!r}")
+        if not isinstance(self.M, int) or self.M < 0:
+            raise ValueError(f"M (teacher points per interval) must be a non-negative integer, got {self.M!r}")
+
     @property
     def plugin(self) -> bool:
         return self.solver != "amed"
@@ -138,7 +148,8 @@ class AMEDPredictor(nn.Module):
         h = h.reshape(B, -1).to(self.enc_layer0.weight.dtype)
         z = self.enc_layer1(torch.nn.functional.silu(self.enc_layer0(h)))
         z = torch.cat([z, self.embed(t_cur.expand(B)), self.embed(t_next.expand(B))], dim=1)
-        r = torch.sigmoid(self.fc_r(z)).squeeze(1)
+        # r in (0, 1) strictly: a float32 sigmoid saturates to 0 or 1, which would put s on a grid point.
+        r = torch.sigmoid(self.fc_r(z)).squeeze(1).double().clamp(1e-6, 1 - 1e-6)
         ones = torch.ones_like(r)
         sd, st = self.config.scale_dir, self.config.scale_time
         c = 1 - sd + 2 * sd * torch.sigmoid(self.fc_scale_dir(z)).squeeze(1) if self.fc_scale_dir is not None else ones
@@ -217,12 +228,17 @@ def load_predictor(path: str | os.PathLike) -> AMEDPredictor:
         rec = json.loads(record.read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"{record}: not a valid predictor record ({e})") from None
-    if rec.get("format") != "amed-predictor" or rec.get("version") != FORMAT_VERSION:
+    if not isinstance(rec, dict) or rec.get("format") != "amed-predictor" or rec.get("version") != FORMAT_VERSION:
         raise ValueError(f"{record}: not an amed predictor record of version {FORMAT_VERSION}")
+    if not isinstance(rec.get("config"), dict):
+        raise ValueError(f"{record}: the record has no 'config' object")
     blob = weights.read_bytes()
     if hashlib.sha256(blob).hexdigest() != rec.get("weights_sha256"):
         raise ValueError(f"{weights}: sha256 does not match its record {record.name}; the file is corrupt or replaced")
-    config = AMEDConfig.from_json(rec["config"])
+    try:
+        config = AMEDConfig.from_json(rec["config"])
+    except TypeError as e:
+        raise ValueError(f"{record}: bad predictor settings ({e})") from None
     pred = AMEDPredictor(config)
     state = st_load(blob)
     missing = set(pred.state_dict()) ^ set(state)

@@ -72,7 +72,6 @@ class ModelCall:
         self.denoise = denoise
         self.afs_pending = bool(afs)
         self.features = bool(features) and hasattr(denoise, "with_feature")
-        self.want_features = bool(features)
         self.nfe = 0
         self.feature: Tensor | None = None
 
@@ -121,10 +120,7 @@ def _steps_for(solver_key: str, evals_per_step: int, nfe: int, afs: bool) -> int
         raise ValueError(
             f"{solver_key} spends {evals_per_step} NFE per step, so NFE={nfe} is unreachable with afs={afs}; "
             f"use afs={not afs} or NFE in {ok} with afs={afs}")
-    steps = total // evals_per_step
-    if steps < 1 or (afs and evals_per_step == 1 and nfe < 1):
-        raise ValueError(f"NFE={nfe} with afs={afs} leaves no step for {solver_key}")
-    return steps
+    return total // evals_per_step
 
 
 def plan(solver: str, nfe: int | None = None, schedule: str | Sequence[float] | Tensor = "polynomial",
@@ -159,7 +155,7 @@ def plan(solver: str, nfe: int | None = None, schedule: str | Sequence[float] | 
 
 
 def _check_finite(x: Tensor, solver: str, i: int, t_cur: float, t_next: float) -> None:
-    if not math.isfinite(float(x.sum())):  # NaN and inf propagate through the sum: one cheap reduction
+    if not math.isfinite(float(torch.sum(x, dtype=torch.float32))):  # NaN/inf propagate: one cheap reduction
         raise FloatingPointError(
             f"{solver}: non-finite state after step {i} (sigma {t_cur:.6g} -> {t_next:.6g}); "
             f"try more NFE, another schedule, or check the denoiser")
@@ -198,6 +194,9 @@ def _run(denoiser, noise: Tensor, args: dict, predictor, keep_trajectory: bool, 
     if noise.ndim < 2:
         raise ValueError(f"noise must be [batch, ...], got shape {tuple(noise.shape)}")
     a = _resolve(args, predictor)
+    if predictor is not None and schedule_kw:
+        raise ValueError(f"schedule options {sorted(schedule_kw)} cannot be combined with a predictor: "
+                         f"it samples on the grid of its record")
     if predictor is not None:
         from .plugin import run_amed  # noqa: PLC0415
 

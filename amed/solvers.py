@@ -12,14 +12,17 @@ The probability-flow ODE in the EDM parameterisation is dx/dt = d(x, t) = (x - D
 ``step`` is the two in sequence. Times are float64 tensors of shape [B] (AMED's intermediate
 times differ per sample); update arithmetic is done on them in float64 and cast at the tensor
 boundary. The update formulas follow the authors' diff-sampler code (see
-``shared/reference/authors-code.md`` section 4), which produced the paper's numbers.
+``shared/reference/authors-code.md`` section 4), which produced the paper's numbers, with one
+deliberate default: the authors apply dynamic thresholding to every DPM-Solver++/UniPC data prediction;
+here it is an option (``thresholding=True``, set in config/paper.yaml for pixel models), off by
+default, since it is wrong for latent and centred models.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Callable, Sequence
+from typing import Callable
 
 import torch
 
@@ -168,15 +171,16 @@ class DPM2(Solver):
     def two_stage(x, t, t_next, denoise, state, r, c=None, a=None, weight=None):
         """Euler step to s = t_next^r t^(1-r), then x' = x + c (t'-t) [w d_s + (1-w) d]."""
         d = state.hist[-1][1]
-        ones = torch.ones_like(t)
         s = t_next**r * t ** (1.0 - r)
         # Euler step to the intermediate time.
         x_s = lincomb([x, d], [1.0, s - t])
         sigma_eval = s if a is None else a * s
         d_s = _d(x_s, model_eval(denoise, x_s, sigma_eval), s)
         h = _scale(c, t) * (t_next - t)
-        w = ones if weight is None else weight
-        x_next = lincomb([x, d_s, d], [1.0, h * w, h * (1.0 - w)])
+        if weight is None:  # AMED-Solver: the whole step along d_s (paper Eq. 9)
+            x_next = lincomb([x, d_s], [1.0, h])
+        else:
+            x_next = lincomb([x, d_s, d], [1.0, h * weight, h * (1.0 - weight)])
         return x_next, replace(state, index=state.index + 1, fresh=False)
 
 

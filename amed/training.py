@@ -98,6 +98,26 @@ def build_teacher_cache(denoiser, root, config: AMEDConfig, shape, num_trajector
     return cache
 
 
+def _check_cache(cache: TeacherCache, config: AMEDConfig, shape, seeds: list[int]) -> None:
+    """A cache must hold exactly this run's teacher: same model, teacher, grid and seeds."""
+    want = cache_meta(model=config.model, model_sha256=config.model_sha256, teacher=config.teacher,
+                      teacher_options=config.teacher_options, schedule=config.schedule, rho=config.rho,
+                      sigma_min=config.sigma_min, sigma_max=config.sigma_max, num_points=config.num_points,
+                      M=config.M, grid=student_grid(config).tolist(), shape=shape, first_seed=seeds[0],
+                      num_seeds=len(seeds), dtype="float32", shard_size=1)
+    for key, value in want.items():
+        if key in ("num_seeds", "dtype", "shard_size"):
+            continue
+        if cache.meta.get(key) != value:
+            raise ValueError(f"teacher cache {cache.root} was built for {key}={cache.meta.get(key)!r}, "
+                             f"this training run needs {key}={value!r}")
+    if cache.meta["num_seeds"] < len(seeds):
+        raise ValueError(f"teacher cache {cache.root} holds {cache.meta['num_seeds']} trajectories, "
+                         f"this run needs {len(seeds)}")
+    if not cache.complete():
+        raise ValueError(f"teacher cache {cache.root} is incomplete; rerun `amed teacher` to finish it")
+
+
 def train_predictor(denoiser, shape, solver: str = "amed", nfe: int = 5, *, num_trajectories: int = 10_000,
                     batch: int = 128, lr: float = 5e-3, seed: int = 0, cache: TeacherCache | None = None,
                     device="cpu", progress: bool = False, log: Callable[[str], None] | None = None,
@@ -126,9 +146,8 @@ def train_predictor(denoiser, shape, solver: str = "amed", nfe: int = 5, *, num_
     num_batches = math.ceil(num_trajectories / batch)
     seeds_all = training_seeds(seed, num_batches * batch)
     config.num_trajectories = len(seeds_all)
-    if cache is not None and cache.meta["first_seed"] != seeds_all[0]:
-        raise ValueError(f"teacher cache {cache.root} holds seeds from {cache.meta['first_seed']}, "
-                         f"this run (seed={seed}) needs seeds from {seeds_all[0]}")
+    if cache is not None:
+        _check_cache(cache, config, shape, seeds_all)
     grid = student_grid(config).to(device)
     single_step = config.solver in SINGLE_STEP
     losses = torch.zeros(N - 1, dtype=torch.float64)
@@ -144,10 +163,10 @@ def train_predictor(denoiser, shape, solver: str = "amed", nfe: int = 5, *, num_
         target = cache.read(seeds).to(device) if cache is not None else teacher_states(denoiser, noise, config)
         model = ModelCall(denoiser, afs=config.afs, features=True)
         state = init_state(config, solver_obj)
-        x = target[0]
+        x = noise * float(grid[0])  # the exact start (a float16 cache would round it)
         B = x.shape[0]
         for n in range(N - 1):
-            x_start = target[n] if single_step else x
+            x_start = target[n] if single_step and n > 0 else x
             with torch.enable_grad():
                 x_next, state, (r, c, a) = amed_interval(config, solver_obj, predictor, x_start, grid[n].expand(B),
                                                          grid[n + 1].expand(B), model, state)

@@ -43,7 +43,7 @@ def main(argv=None):
     ap.add_argument("--n", type=int, default=512)
     ap.add_argument("--amed", nargs="*", default=["amed:polynomial:3", "amed:polynomial:7", "amed:time_uniform:7",
                                                    "ipndm:polynomial:2", "ipndm:polynomial:3"],
-                    help="solver:schedule:M of the AMED runs")
+                    help="solver:schedule:M[:scale_time[:trajectories]] of the AMED runs")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -73,15 +73,18 @@ def main(argv=None):
         rows.append({"method": name, "nfe": args.nfe, "l2_to_truth": err, "fd_digits": fd, "train_seconds": ""})
         print(f"{name:28s} L2 {err:.4f}  FD {fd:.2f}", flush=True)
     for spec in args.amed:
-        solver, sched, M = spec.split(":")
+        solver, sched, M, *rest = spec.split(":")
+        scale_time = float(rest[0]) if rest else 0.0
+        trajectories = int(rest[1]) if len(rest) > 1 else args.trajectories
         t = time.perf_counter()
-        p = amed.train_predictor(model, shape, solver=solver, nfe=args.nfe, num_trajectories=args.trajectories,
-                                 batch=args.batch, schedule=sched, M=int(M), seed=0)
+        p = amed.train_predictor(model, shape, solver=solver, nfe=args.nfe, num_trajectories=trajectories,
+                                 batch=args.batch, schedule=sched, M=int(M), seed=0, scale_time=scale_time)
         dt = time.perf_counter() - t
         err, fd = measure(amed.sample(model, noise, predictor=p))
-        name = f"{'AMED-Solver' if solver == 'amed' else 'AMED-Plugin[' + solver + ']'} {sched} M={M}"
+        name = (f"{'AMED-Solver' if solver == 'amed' else 'AMED-Plugin[' + solver + ']'} {sched} M={M} "
+                f"a={scale_time} traj={trajectories}")
         rows.append({"method": name, "nfe": args.nfe, "l2_to_truth": err, "fd_digits": fd, "train_seconds": round(dt, 1)})
-        print(f"{name:28s} L2 {err:.4f}  FD {fd:.2f}  train {dt:.0f}s", flush=True)
+        print(f"{name:48s} L2 {err:.4f}  FD {fd:.2f}  train {dt:.0f}s", flush=True)
     out = args.out or f"results/bench/amed_{args.model}_nfe{args.nfe}.csv"
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out, "w", newline="") as f:

@@ -69,8 +69,8 @@ def main(argv=None) -> int:
         half = [feature_stats(digit_features(data[i::2])) for i in (0, 1)]
         add("fd_digits_data_halves", frechet_distance(*half[0], *half[1]), n=len(data) // 2)
 
-        def fd(x):
-            return frechet_distance(*feature_stats(digit_features(x)), *ref)
+        def fd(x):  # samples live in the model's (centred) space: decode to images first
+            return frechet_distance(*feature_stats(digit_features(den.decode(x))), *ref)
 
     # FD-digits at high NFE (heun).
     noise_fd = amed.randn_seeds(range(a.n_fd), shape)

@@ -224,3 +224,27 @@ def test_unreachable_nfe_and_unknown_settings():
     with pytest.raises(ValueError, match="base solvers"):
         amed.train_predictor(GMM, SHAPE, solver="heun", nfe=5, num_trajectories=8, batch=8)
     assert set(PLUGIN_BASES) <= set(amed.SOLVERS)
+
+
+def test_saturated_predictor_stays_finite():
+    """A saturated r head must not put s on a grid point (h = 0 would make DPM++'s coefficients inf)."""
+    cfg = default_config("dpmpp3m", 5, afs=True)
+    cfg.shape, cfg.model = SHAPE, ""
+    p = AMEDPredictor(cfg, seed=0)
+    for bias in (60.0, -60.0):
+        with torch.no_grad():
+            p.fc_r.bias.fill_(bias)
+        r, _, _ = p(torch.zeros(2, 8, 8), torch.full((2,), 9.7, dtype=torch.float64),
+                    torch.full((2,), 0.47, dtype=torch.float64))
+        assert bool(((r > 0) & (r < 1)).all())
+        x = amed.sample(GMM, amed.randn_seeds(range(2), SHAPE), predictor=p)
+        assert bool(torch.isfinite(x).all())
+
+
+def test_bad_predictor_settings_are_value_errors(tmp_path):
+    with pytest.raises(ValueError, match="scale_time must lie in"):
+        AMEDConfig(scale_time=-0.1)
+    (tmp_path / "p.json").write_text("[1, 2]")
+    (tmp_path / "p.safetensors").write_bytes(b"x")
+    with pytest.raises(ValueError, match="not an amed predictor record"):
+        amed.load_predictor(tmp_path / "p.json")

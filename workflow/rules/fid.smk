@@ -10,7 +10,7 @@ rule fid:
     params:
         amed=AMED,
         metric=lambda w: DS[w.dataset]["metric"],
-        num=lambda w: DS[w.dataset]["num_samples"],
+        num=lambda w: grid.fid_num(config, w),
     log:
         "results/logs/fid/{dataset}/{method}/nfe{nfe}.log",
     benchmark:

@@ -36,3 +36,21 @@ rule fid_ref:
         "../envs/amed.yaml"
     script:
         "../scripts/fid_ref.py"
+
+
+rule prompts:  # text-to-image datasets (Table 3): the captions CSV, prompt i <-> seed i
+    output:
+        "results/{dataset}/prompts.csv",
+    params:
+        prompts=lambda w: DS[w.dataset]["prompts"],
+    log:
+        "results/logs/prompts/{dataset}.log",
+    benchmark:
+        "results/benchmarks/prompts/{dataset}.tsv"
+    resources:
+        mem_mb=1000,
+        runtime=30,
+    conda:
+        "../envs/amed.yaml"
+    script:
+        "../scripts/prompts.py"

@@ -1,8 +1,11 @@
 # Stage 2: teacher trajectories for AMED training (resumable cache; a killed job resumes its shards).
+# {method} here is the cache's owner: the first method (Table 2, then Table 4/5 variants) with these teacher
+# settings; every cell with the same settings trains from it (grid.teacher_input).
 
 
 rule teacher:
     input:
+        unpack(lambda w: grid.prompts_input(config, w)),
         model="results/{dataset}/model.json",
     output:
         "results/{dataset}/teacher/{method}/nfe{nfe}/teacher.json",
@@ -10,7 +13,7 @@ rule teacher:
         amed=AMED,
         device=config["device"],
         model=lambda w: DS[w.dataset]["model"],
-        args=lambda w: grid.teacher_params(config, w),
+        args=lambda w, input: grid.teacher_params(config, w, input),
         cache=lambda w, output: os.path.join(os.path.dirname(output[0]), "cache"),
     log:
         "results/logs/teacher/{dataset}/{method}/nfe{nfe}.log",

@@ -3,7 +3,7 @@
 
 rule train:
     input:
-        teacher="results/{dataset}/teacher/{method}/nfe{nfe}/teacher.json",
+        unpack(lambda w: grid.teacher_input(config, w)),
     output:
         weights="results/{dataset}/{method}/nfe{nfe}/predictor.safetensors",
         record="results/{dataset}/{method}/nfe{nfe}/predictor.json",
@@ -11,7 +11,7 @@ rule train:
         amed=AMED,
         device=config["device"],
         model=lambda w: DS[w.dataset]["model"],
-        args=lambda w: grid.train_params(config, w),
+        args=lambda w, input: grid.train_params(config, w, input),
         cache=lambda w, input: os.path.join(os.path.dirname(input.teacher), "cache"),
         stem=lambda w, output: output.weights.removesuffix(".safetensors"),
     log:

@@ -16,7 +16,13 @@ elif ref.startswith(("https://", "http://")):
     tmp = out + ".tmp"
     shutil.copyfile(path, tmp)
     shutil.move(tmp, out)
+elif ref == "coco-val2014":  # Table 3: MS-COCO val2014 images, centre-cropped and resized to 256, Inception
+    try:
+        from amed.fid import coco_reference_stats  # noqa: E402
+    except ImportError:
+        sys.exit("ref 'coco-val2014' needs amed.fid.coco_reference_stats(out, resolution=256), not in the package yet")
+    coco_reference_stats(out, resolution=256)
 else:
-    sys.exit(f"ref must be 'digits' or an https:// URL of an .npz with mu and sigma, got {ref!r}")
+    sys.exit(f"ref must be 'digits', 'coco-val2014' or an https:// URL of an .npz with mu and sigma, got {ref!r}")
 mu, sigma = load_stats(out)  # rejects files without mu/sigma
 print(f"reference statistics {ref} -> {out} (dim {mu.shape[0]})")

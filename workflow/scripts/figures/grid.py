@@ -12,7 +12,7 @@ if "snakemake" in globals():
     sys.stderr = sys.stdout = open(snakemake.log[0], "w") if snakemake.log else sys.stdout  # noqa: F821
     p = snakemake.params  # noqa: F821
     a = argparse.Namespace(npz=snakemake.input.npz, png=snakemake.output.png, csv_out=snakemake.output.csv,  # noqa: F821
-                           count=int(p.get("count", 64)), cols=p.get("cols"), scale=p.get("scale"))
+                           count=int(p.get("grid_count", p.get("count", 64))), cols=p.get("cols"), scale=p.get("scale"))
 else:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("npz")
