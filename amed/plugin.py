@@ -21,7 +21,7 @@ import torch
 from .predictor import AMEDConfig, AMEDPredictor
 from .sampling import ModelCall, _check_finite
 from .schedules import get_schedule
-from .solvers import DPM2, Solver, State, make_solver
+from .solvers import DPM2, Solver, State, UniPC, make_solver
 
 __all__ = ["PLUGIN_BASES", "SINGLE_STEP", "student_solver", "student_grid", "init_state", "amed_interval", "run_amed", "amed_coefficients",
            "detach_state"]
@@ -56,9 +56,13 @@ def amed_interval(config: AMEDConfig, solver: Solver, predictor: AMEDPredictor, 
     """One interval t_cur -> t_next; returns (x_next, state, (r, c, a))."""
     B = x.shape[0]
     # Evaluate at (x_n, t_n) and read the bottleneck hooked there; no gradient reaches phi this way.
+    # Only that call is hooked (the authors never hook the mid-point), except under UniPC, whose
+    # model output at t_n comes from the previous interval's corrector call.
     with torch.no_grad():
+        model.capture = model.features
         state = solver.evaluate(x, t_cur, model, state)
         h = model.last_feature(B, x.device)
+        model.capture = model.features and isinstance(solver, UniPC)
     r, c, a = predictor(h, t_cur, t_next)
     a_or_none = a if config.scale_time > 0 else None
     if config.solver == "amed":

@@ -72,6 +72,7 @@ class ModelCall:
         self.denoise = denoise
         self.afs_pending = bool(afs)
         self.features = bool(features) and hasattr(denoise, "with_feature")
+        self.capture = self.features  # hook the next calls (AMED turns it off around the mid-point calls)
         self.nfe = 0
         self.feature: Tensor | None = None
 
@@ -81,7 +82,7 @@ class ModelCall:
             self.feature = None  # AFS: no network call, the predictor sees zeros
             return afs_denoise(x, sigma)
         self.nfe += 1
-        if self.features:
+        if self.capture:
             D, self.feature = self.denoise.with_feature(x, sigma)
             return D
         self.feature = None

@@ -248,3 +248,41 @@ def test_bad_predictor_settings_are_value_errors(tmp_path):
     (tmp_path / "p.safetensors").write_bytes(b"x")
     with pytest.raises(ValueError, match="not an amed predictor record"):
         amed.load_predictor(tmp_path / "p.json")
+
+
+class SigmaFeature:
+    """A denoiser whose 'bottleneck feature' is the sigma it was called at, to see which call feeds g_phi."""
+
+    def __init__(self):
+        self.hooked = []
+
+    def __call__(self, x, sigma):
+        return GMM64(x, sigma)
+
+    def with_feature(self, x, sigma):
+        self.hooked.append(float(sigma[0]))
+        return GMM64(x, sigma), sigma.to(torch.float32)[:, None, None].expand(-1, 8, 8)
+
+
+class RecordingPredictor(ConstantPredictor):
+    def __init__(self, config):
+        super().__init__(config, r=0.4)
+        self.seen = []
+
+    def forward(self, h, t_cur, t_next):
+        self.seen.append((float(h[0, 0, 0]), float(t_cur[0])))
+        return super().forward(h, t_cur, t_next)
+
+
+@pytest.mark.parametrize("solver,schedule", [("amed", "time_uniform"), ("ipndm", "polynomial"), ("unipc", "logsnr")])
+def test_predictor_reads_the_feature_of_the_t_n_call(solver, schedule):
+    cfg = AMEDConfig(solver=solver, nfe=5, afs=True, schedule=schedule,
+                     rho={"time_uniform": 1.0, "polynomial": 7.0}.get(schedule), scale_dir=0.0)
+    pred, model = RecordingPredictor(cfg), SigmaFeature()
+    run_amed(model, amed.randn_seeds(range(2), SHAPE, dtype=torch.float64), pred)
+    # Interval 0 follows AFS: zeros. Later intervals see the network call made at their own t_n.
+    assert pred.seen[0][0] == 0.0
+    for h, t in pred.seen[1:]:
+        assert h == pytest.approx(t, rel=1e-6)
+    if solver != "unipc":  # only the t_n calls are hooked; UniPC's t_n call is the previous corrector's
+        assert len(model.hooked) == len(pred.seen) - 1
