@@ -11,6 +11,7 @@ multistep students continue from their own detached state and history.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from typing import Callable
@@ -71,6 +72,12 @@ def teacher_states(denoiser, noise: torch.Tensor, config: AMEDConfig) -> torch.T
     return traj[teacher_indices(config.num_points, config.M)]
 
 
+def conditioned(denoiser, seeds):
+    """Bind the per-seed conditioning of a conditional adapter (class labels, prompts) for a batch."""
+    cond = getattr(denoiser, "condition", None)
+    return cond(list(seeds)) if cond is not None else contextlib.nullcontext()
+
+
 def _model_identity(denoiser) -> tuple[str, str | None]:
     info = getattr(denoiser, "info", None)
     return (getattr(info, "name", "") or type(denoiser).__name__), getattr(info, "sha256", None)
@@ -93,8 +100,11 @@ def build_teacher_cache(denoiser, root, config: AMEDConfig, shape, num_trajector
                       grid=student_grid(config).tolist(), shape=shape, first_seed=seeds[0], num_seeds=len(seeds),
                       dtype=dtype, shard_size=shard_size)
     cache = TeacherCache(root, meta)
-    cache.build(lambda s: teacher_states(denoiser, randn_seeds(s, shape, device=device), config), chunk=batch,
-                progress=progress)
+    def compute(s):
+        with conditioned(denoiser, s):
+            return teacher_states(denoiser, randn_seeds(s, shape, device=device), config)
+
+    cache.build(compute, chunk=batch, progress=progress)
     return cache
 
 
@@ -160,23 +170,24 @@ def train_predictor(denoiser, shape, solver: str = "amed", nfe: int = 5, *, num_
     for b in range(num_batches):
         seeds = seeds_all[b * batch:(b + 1) * batch]
         noise = randn_seeds(seeds, shape, device=device)
-        target = cache.read(seeds).to(device) if cache is not None else teacher_states(denoiser, noise, config)
-        model = ModelCall(denoiser, afs=config.afs, features=True)
-        state = init_state(config, solver_obj)
-        x = noise * float(grid[0])  # the exact start (a float16 cache would round it)
-        B = x.shape[0]
-        for n in range(N - 1):
-            x_start = target[n] if single_step and n > 0 else x
-            with torch.enable_grad():
-                x_next, state, (r, c, a) = amed_interval(config, solver_obj, predictor, x_start, grid[n].expand(B),
-                                                         grid[n + 1].expand(B), model, state)
-                loss = (x_next - target[n + 1]).square().flatten(1).sum(1).mean()
-                grads = torch.autograd.grad(loss, params, allow_unused=True)
-            for p, g in zip(params, grads):
-                p.grad = None if g is None else torch.nan_to_num(g, nan=0.0, posinf=1e5, neginf=-1e5)
-            opt.step()
-            losses[n] = 0.9 * losses[n] + 0.1 * loss.item() if b else loss.item()
-            x, state = x_next.detach(), detach_state(state)
+        with conditioned(denoiser, seeds):  # class labels / prompts of these seeds for every call below
+            target = cache.read(seeds).to(device) if cache is not None else teacher_states(denoiser, noise, config)
+            model = ModelCall(denoiser, afs=config.afs, features=True)
+            state = init_state(config, solver_obj)
+            x = noise * float(grid[0])  # the exact start (a float16 cache would round it)
+            B = x.shape[0]
+            for n in range(N - 1):
+                x_start = target[n] if single_step and n > 0 else x
+                with torch.enable_grad():
+                    x_next, state, (r, c, a) = amed_interval(config, solver_obj, predictor, x_start,
+                                                             grid[n].expand(B), grid[n + 1].expand(B), model, state)
+                    loss = (x_next - target[n + 1]).square().flatten(1).sum(1).mean()
+                    grads = torch.autograd.grad(loss, params, allow_unused=True)
+                for p, g in zip(params, grads):
+                    p.grad = None if g is None else torch.nan_to_num(g, nan=0.0, posinf=1e5, neginf=-1e5)
+                opt.step()
+                losses[n] = 0.9 * losses[n] + 0.1 * loss.item() if b else loss.item()
+                x, state = x_next.detach(), detach_state(state)
         if bar is not None:
             bar.update(len(seeds))
             bar.set_postfix(loss=f"{losses.sum().item():.4g}", r=f"{r.mean().item():.3f}")

@@ -286,3 +286,35 @@ def test_predictor_reads_the_feature_of_the_t_n_call(solver, schedule):
         assert h == pytest.approx(t, rel=1e-6)
     if solver != "unipc":  # only the t_n calls are hooked; UniPC's t_n call is the previous corrector's
         assert len(model.hooked) == len(pred.seen) - 1
+
+
+class Conditional:
+    """A class-conditional test denoiser: refuses calls unless per-seed labels are bound (like EDM ImageNet)."""
+
+    def __init__(self):
+        self.labels, self.bound_batches = None, []
+
+    import contextlib as _cl
+
+    @_cl.contextmanager
+    def condition(self, seeds):
+        self.labels = torch.tensor([s % 3 for s in seeds], dtype=torch.float32)
+        self.bound_batches.append(len(seeds))
+        try:
+            yield self
+        finally:
+            self.labels = None
+
+    def __call__(self, x, sigma):
+        if self.labels is None or self.labels.shape[0] != x.shape[0]:
+            raise ValueError("labels not bound for this batch")
+        return GMM(x, sigma) + 0.01 * self.labels.view(-1, 1, 1, 1)
+
+
+def test_training_binds_per_seed_conditioning(tmp_path):
+    model = Conditional()
+    p = amed.train_predictor(model, SHAPE, solver="ipndm", nfe=5, num_trajectories=32, batch=16, M=1)
+    assert model.bound_batches == [16, 16]
+    cfg = default_config("amed", 5, M=1)
+    cache = build_teacher_cache(model, tmp_path / "c", cfg, SHAPE, 32, batch=16, shard_size=32)
+    assert cache.complete() and p.config.num_trajectories == 32
