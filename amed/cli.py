@@ -108,7 +108,6 @@ def cmd_solvers(args) -> int:
 
 def cmd_sample(args) -> int:
     import numpy as np  # noqa: PLC0415
-    import torch  # noqa: PLC0415
 
     from . import load_predictor, parse_seeds, randn_seeds, sample  # noqa: PLC0415
 

@@ -10,12 +10,14 @@ scipy and cleanfid are imported inside functions, so ``import amed`` never pulls
 
 from __future__ import annotations
 
+import io
 import os
 import socket
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from ._io import atomic_write_bytes
 
 __all__ = [
     "frechet_distance",
@@ -74,16 +76,9 @@ def save_stats(path: str | Path, mu, sigma, **extra) -> Path:
     mu, sigma = np.asarray(mu, np.float64), np.asarray(sigma, np.float64)
     _check(mu, sigma, str(path))
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, mu=mu, sigma=sigma, **{k: np.asarray(v) for k, v in extra.items()})
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buf = io.BytesIO()
+    np.savez(buf, mu=mu, sigma=sigma, **{k: np.asarray(v) for k, v in extra.items()})
+    atomic_write_bytes(path, buf.getvalue())
     return path
 
 

@@ -207,26 +207,16 @@ class IPNDM(Solver):
         return x_next, replace(state, index=state.index + 1, fresh=False)
 
 
-class DPMSolverPP(Solver):
-    """Multistep DPM-Solver++ (Lu et al. 2022) in the VE form alpha = 1, sigma = t, lambda = -log t.
-
-    ``predict_x0`` stores (optionally thresholded) data predictions; otherwise noise predictions d.
-    """
+class _DataPredictionMultistep(Solver):
+    """Shared by DPM-Solver++ and UniPC: order <= 3 with lower_order_final, and what each evaluation
+    stores, an (optionally thresholded) data prediction or, with predict_x0=False, the direction d."""
 
     multistep = True
-    keep = 3
 
     def __init__(self, max_order: int = 3, predict_x0: bool = True, lower_order_final: bool = True,
-                 thresholding: bool = False, threshold_p: float = 0.995, threshold_max: float = 1.0,
-                 exact_d2: bool = False):
+                 thresholding: bool = False, threshold_p: float = 0.995, threshold_max: float = 1.0):
         if max_order not in (1, 2, 3):
-            raise ValueError(f"dpmpp: max_order must be 1..3, got {max_order!r}")
-        # The published third-order multistep update (official DPM-Solver, diffusers, k-diffusion and
-        # the authors' code) weights D2 = (D1_0 - D1_1)/(r0 + r1) ~ h^2 D''/2 by phi3, where the
-        # Taylor expansion needs 2 phi3: it is second order asymptotically (measured in
-        # tests/test_convergence.py). exact_d2=True uses the Taylor weight (third order); the default
-        # keeps the published update, which produced the paper's numbers.
-        self.exact_d2 = bool(exact_d2)
+            raise ValueError(f"{self.key}: max_order must be 1..3, got {max_order!r}")
         self.max_order = int(max_order)
         self.predict_x0 = bool(predict_x0)
         self.lower_order_final = bool(lower_order_final)
@@ -234,13 +224,35 @@ class DPMSolverPP(Solver):
         self.threshold_p = float(threshold_p)
         self.threshold_max = float(threshold_max)
 
-    def init_state(self, num_steps: int) -> State:
-        return State(orders=multistep_orders(num_steps, self.max_order, self.lower_order_final))
+    def orders(self, num_steps: int) -> tuple[int, ...]:
+        return multistep_orders(num_steps, self.max_order, self.lower_order_final)
 
     def output(self, x, D, t):
         if not self.predict_x0:
             return _d(x, D, t)
         return dynamic_threshold(D, self.threshold_p, self.threshold_max) if self.thresholding else D
+
+
+class DPMSolverPP(_DataPredictionMultistep):
+    """Multistep DPM-Solver++ (Lu et al. 2022) in the VE form alpha = 1, sigma = t, lambda = -log t.
+
+    ``predict_x0`` stores (optionally thresholded) data predictions; otherwise noise predictions d.
+    """
+
+    key = "dpmpp"
+    keep = 3
+
+    def __init__(self, max_order: int = 3, exact_d2: bool = False, **kw):
+        super().__init__(max_order=max_order, **kw)
+        # The published third-order multistep update (official DPM-Solver, diffusers, k-diffusion and
+        # the authors' code) weights D2 = (D1_0 - D1_1)/(r0 + r1) ~ h^2 D''/2 by phi3, where the
+        # Taylor expansion needs 2 phi3: it is second order asymptotically (measured in
+        # tests/test_convergence.py). exact_d2=True uses the Taylor weight (third order); the default
+        # keeps the published update, which produced the paper's numbers.
+        self.exact_d2 = bool(exact_d2)
+
+    def init_state(self, num_steps: int) -> State:
+        return State(orders=self.orders(num_steps))
 
     def update(self, x, t, t_next, denoise, state, c=None):
         order = min(state.orders[state.index] if state.orders else self.max_order, len(state.hist))
@@ -307,7 +319,7 @@ class DPMSolverPP3M(DPMSolverPP):
         super().__init__(max_order=max_order, **kw)
 
 
-class UniPC(Solver):
+class UniPC(_DataPredictionMultistep):
     """UniPC (Zhao et al. 2023): UniP-p predictor + UniC corrector, B(h) variants bh1/bh2.
 
     The corrector's network call at t_next becomes the next step's model output (no extra NFE) and
@@ -315,32 +327,16 @@ class UniPC(Solver):
     """
 
     key = "unipc"
-    multistep = True
 
-    def __init__(self, max_order: int = 3, variant: str = "bh2", predict_x0: bool = True,
-                 lower_order_final: bool = True, thresholding: bool = False,
-                 threshold_p: float = 0.995, threshold_max: float = 1.0):
-        if max_order not in (1, 2, 3):
-            raise ValueError(f"unipc: max_order must be 1..3, got {max_order!r}")
+    def __init__(self, max_order: int = 3, variant: str = "bh2", **kw):
+        super().__init__(max_order=max_order, **kw)
         if variant not in ("bh1", "bh2"):
             raise ValueError(f"unipc: variant must be 'bh1' or 'bh2', got {variant!r}")
-        self.max_order = int(max_order)
         self.variant = variant
-        self.predict_x0 = bool(predict_x0)
-        self.lower_order_final = bool(lower_order_final)
-        self.thresholding = bool(thresholding)
-        self.threshold_p = float(threshold_p)
-        self.threshold_max = float(threshold_max)
         self.keep = self.max_order
 
     def init_state(self, num_steps: int) -> State:
-        return State(orders=multistep_orders(num_steps, self.max_order, self.lower_order_final),
-                     extra={"num_steps": num_steps})
-
-    def output(self, x, D, t):
-        if not self.predict_x0:
-            return _d(x, D, t)
-        return dynamic_threshold(D, self.threshold_p, self.threshold_max) if self.thresholding else D
+        return State(orders=self.orders(num_steps), extra={"num_steps": num_steps})
 
     def _coefficients(self, hist, t_next, order):
         """rho_p, rho_c, B(h), h_phi_1 and the D1 differences' reference coefficients (Alg. of UniPC)."""
@@ -377,30 +373,24 @@ class UniPC(Solver):
         lead = t_next / t0 if self.predict_x0 else 1.0
         # D1s_k = (m_{-k} - m0) / r_k, k = 1..order-1
         prev = [hist[-1 - j][1] for j in range(1, order)]
+
+
+        def d1_weights(rho):
+            """-k B_h sum_j rho_j D1s_j as weights on m_{-j}, and their negated sum on m0."""
+            w = [-k * B_h * rho[:, j] / rks[j] for j in range(order - 1)]
+            return w, -sum(w) if w else torch.zeros_like(t)
+
         # Predictor: x_ = lead x - k h_phi_1 m0 - k B_h sum rho_p D1s.
-        terms = [x, m0, *prev]
-        coef_base = [lead, -k * h_phi_1]
-        m0_extra = torch.zeros_like(t)
-        coef_prev = []
-        if rho_p is not None:
-            for j in range(order - 1):
-                w = -k * B_h * rho_p[:, j] / rks[j]
-                coef_prev.append(w)
-                m0_extra = m0_extra - w
-        x_pred = lincomb(terms, [coef_base[0], coef_base[1] + m0_extra, *coef_prev]) if prev else \
-            lincomb([x, m0], coef_base)
+        w_prev, w_m0 = d1_weights(rho_p) if rho_p is not None else ([], torch.zeros_like(t))
+        x_pred = lincomb([x, m0, *prev], [lead, -k * h_phi_1 + w_m0, *w_prev])
         last = state.index + 1 >= state.extra.get("num_steps", math.inf)
         if last:
             return x_pred, replace(state, index=state.index + 1, fresh=False)
         # Corrector (UniC): evaluate at the predicted point, reuse it as the next model output.
         m_t = self.output(x_pred, model_eval(denoise, x_pred, t_next), t_next)
-        coef_prev, m0_extra = [], torch.zeros_like(t)
-        for j in range(order - 1):
-            w = -k * B_h * rho_c[:, j] / rks[j]
-            coef_prev.append(w)
-            m0_extra = m0_extra - w
+        w_prev, w_m0 = d1_weights(rho_c)
         wt = -k * B_h * rho_c[:, -1]  # on (m_t - m0)
-        x_next = lincomb([x, m0, m_t, *prev], [lead, -k * h_phi_1 + m0_extra - wt, wt, *coef_prev])
+        x_next = lincomb([x, m0, m_t, *prev], [lead, -k * h_phi_1 + w_m0 - wt, wt, *w_prev])
         hist = (hist + ((t_next, m_t),))[-self.keep:]
         return x_next, replace(state, hist=hist, index=state.index + 1, fresh=True)
 

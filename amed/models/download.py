@@ -20,6 +20,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from .._io import atomic_write_bytes, sha256_file
+
 __all__ = ["DownloadError", "fetch", "default_cache_dir", "cached_path", "sha256_file", "read_sidecar"]
 
 _CHUNK = 1 << 20
@@ -47,14 +49,6 @@ def cached_path(url: str, cache_dir=None, filename: str | None = None) -> Path:
     return Path(cache_dir or default_cache_dir()) / (filename or _filename(url))
 
 
-def sha256_file(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
@@ -70,14 +64,7 @@ def read_sidecar(path) -> str | None:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        _unlink(tmp)
-        raise
+    atomic_write_bytes(path, text.encode())
 
 
 def _unlink(path) -> None:

@@ -14,7 +14,6 @@ This is the same place the authors hook on EDM's CIFAR-10 net (``enc['8x8_block3
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .._io import sha256_file
 from .base import Denoiser, ModelInfo
 
 __all__ = [
@@ -256,14 +256,6 @@ class EmbeddedDenoiser(Denoiser):
     def feature_module(self) -> nn.Module:
         enc = self.net.model.enc
         return enc[[k for k in enc.keys() if k.startswith("8x8_block")][-1]]
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def load_embedded(name: str = DEFAULT, directory: str | Path | None = None) -> EmbeddedDenoiser:

@@ -14,19 +14,19 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import json
 import math
-import os
 import shlex
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .embedded import MEAN_KEY, SPECS, build_network, sha256_file
+from .._io import atomic_write_bytes
+from .embedded import MEAN_KEY, SPECS, build_network
 
 __all__ = ["load_dataset", "train_denoiser", "train_classifier", "main"]
 
@@ -72,19 +72,13 @@ def _lr(step: int, steps: int, lr: float, warmup: int) -> float:
 
 
 def _atomic_save(state: dict, record: dict, out: Path, name: str) -> dict:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
-    out.mkdir(parents=True, exist_ok=True)
+    blob = save({k: v.contiguous() for k, v in state.items()})
     wpath = out / f"{name}.safetensors"
-    fd, tmp = tempfile.mkstemp(dir=out, suffix=".tmp")
-    os.close(fd)
-    save_file({k: v.contiguous() for k, v in state.items()}, tmp)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, wpath)
-    record = dict(record, weights=wpath.name, sha256=sha256_file(wpath), bytes=wpath.stat().st_size)
-    rpath = out / f"{name}.json"
-    rpath.with_suffix(".json.tmp").write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(rpath.with_suffix(".json.tmp"), rpath)
+    atomic_write_bytes(wpath, blob)
+    record = dict(record, weights=wpath.name, sha256=hashlib.sha256(blob).hexdigest(), bytes=len(blob))
+    atomic_write_bytes(out / f"{name}.json", (json.dumps(record, indent=2) + "\n").encode())
     return record
 
 
