@@ -17,12 +17,11 @@ from typing import Optional, Sequence
 
 import torch
 
-__all__ = ["lincomb", "lincomb_reference", "triton_available", "MAX_TERMS"]
+__all__ = ["lincomb", "lincomb_reference", "triton_available", "default_config", "MAX_TERMS"]
 
 MAX_TERMS = 6
 _TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _BACKENDS = ("auto", "torch", "triton")
-_DEFAULT_BLOCK = 1024
 
 
 @functools.lru_cache(maxsize=None)
@@ -139,7 +138,17 @@ def _kernel():
     return _lincomb_kernel
 
 
-def _lincomb_triton(terms, coeffs, out, block: int = _DEFAULT_BLOCK):
+def default_config(dtype: torch.dtype) -> tuple[int, int]:
+    """(BLOCK, num_warps) of the kernel for a dtype: 32 bytes of each operand per thread.
+
+    Two 16-byte vector loads per operand per thread keep enough bytes in flight to reach copy
+    bandwidth; a 16-bit row therefore takes twice the elements of an fp32 row per program.
+    Measured on an H200 (benchmarks/bench_kernels.py --sweep): see NOTES.md, Performance.
+    """
+    return (2048, 4) if dtype in (torch.float16, torch.bfloat16) else (1024, 4)
+
+
+def _lincomb_triton(terms, coeffs, out, block: Optional[int] = None, num_warps: Optional[int] = None):
     """Launch the fused kernel (inputs already validated)."""
     t0 = terms[0]
     if t0.dtype not in _TRITON_DTYPES:
@@ -147,12 +156,16 @@ def _lincomb_triton(terms, coeffs, out, block: int = _DEFAULT_BLOCK):
     if not t0.is_cuda and os.environ.get("TRITON_INTERPRET", "0") != "1":
         raise ValueError(f"backend='triton' on {t0.device} tensors needs TRITON_INTERPRET=1 "
                          "(set before the kernel is first used)")
+    d_block, d_warps = default_config(t0.dtype)
+    block = d_block if block is None else block
+    num_warps = (d_warps if block >= d_block else 4) if num_warps is None else num_warps
     if block < 1 or block & (block - 1):
         raise ValueError(f"block must be a power of two, got {block!r}")
     kernel = _kernel()
     k = len(terms)
-    flat = [t.contiguous() for t in terms]
-    c = coeffs.to(torch.float32).contiguous()
+    flat = [t if t.is_contiguous() else t.contiguous() for t in terms]
+    c = coeffs if coeffs.dtype == torch.float32 and coeffs.is_contiguous() else \
+        coeffs.to(torch.float32).contiguous()
     stride_cb = c.stride(0) if c.dim() == 2 else 0
     direct = out is not None and out.is_contiguous()
     dst = out if direct else torch.empty_like(flat[0], memory_format=torch.contiguous_format)
@@ -161,13 +174,12 @@ def _lincomb_triton(terms, coeffs, out, block: int = _DEFAULT_BLOCK):
         n = dst.numel() // batch
         nblocks = -(-n // block)
         ptrs = flat + [flat[0]] * (MAX_TERMS - k)  # unused slots: never read (K is constexpr)
-        launch = lambda: kernel[(batch * nblocks,)](  # noqa: E731
-            *ptrs, c, dst, n, nblocks, stride_cb, K=k, BLOCK=block, num_warps=4 if block <= 1024 else 8)
-        if t0.is_cuda:
+        grid = (batch * nblocks,)
+        if t0.is_cuda and t0.device.index != torch.cuda.current_device():
             with torch.cuda.device(t0.device):  # launch on the tensors' GPU, not the current one
-                launch()
+                kernel[grid](*ptrs, c, dst, n, nblocks, stride_cb, K=k, BLOCK=block, num_warps=num_warps)
         else:
-            launch()
+            kernel[grid](*ptrs, c, dst, n, nblocks, stride_cb, K=k, BLOCK=block, num_warps=num_warps)
     if out is not None and not direct:
         return out.copy_(dst)
     return dst

@@ -237,3 +237,19 @@ def test_triton_rejects_float64_and_empty_batch_ok():
         lincomb(terms, coeffs, backend="triton")
     empty = [torch.zeros(0, 3, 4), torch.zeros(0, 3, 4)]
     assert lincomb(empty, torch.zeros(0, 2), backend="triton").shape == (0, 3, 4)
+
+
+@needs_triton
+@pytest.mark.parametrize("block,warps", [(256, 2), (2048, 8), (4096, 8)])
+def test_triton_launch_configs_agree(block, warps):
+    """Every (BLOCK, num_warps) the benchmark sweeps gives the reference result on an awkward row."""
+    terms, coeffs = _make((3, 3, 37, 41), 4, torch.float32)
+    y = lc._lincomb_triton(terms, coeffs, None, block=block, num_warps=warps)
+    torch.testing.assert_close(y, lincomb_reference(terms, coeffs), rtol=1e-6, atol=1e-6)
+
+
+def test_default_config_by_dtype():
+    assert lc.default_config(torch.float32) == (1024, 4)
+    for dt in (torch.float16, torch.bfloat16):  # 32 bytes per operand per thread either way
+        block, warps = lc.default_config(dt)
+        assert block * 2 // (warps * 32) == 1024 * 4 // (4 * 32) == 32
