@@ -34,7 +34,8 @@ _DTYPES = {"float16": np.float16, "float32": np.float32}
 
 def cache_meta(*, model: str, model_sha256: str | None, teacher: str, teacher_options: dict, schedule: str,
                rho: float | None, sigma_min: float, sigma_max: float, num_points: int, M: int, grid: Sequence[float],
-               shape: Sequence[int], first_seed: int, num_seeds: int, dtype: str, shard_size: int) -> dict:
+               shape: Sequence[int], first_seed: int, num_seeds: int, dtype: str, shard_size: int,
+               guidance: float | None = None) -> dict:
     """The identity of a cache: every field must match for the cache to be used."""
     if dtype not in _DTYPES:
         raise ValueError(f"cache dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
@@ -44,7 +45,8 @@ def cache_meta(*, model: str, model_sha256: str | None, teacher: str, teacher_op
             "teacher_options": dict(teacher_options), "schedule": schedule, "rho": rho, "sigma_min": float(sigma_min),
             "sigma_max": float(sigma_max), "num_points": int(num_points), "M": int(M),
             "grid": [float(t) for t in grid], "shape": [int(s) for s in shape], "first_seed": int(first_seed),
-            "num_seeds": int(num_seeds), "dtype": dtype, "shard_size": int(shard_size)}
+            "num_seeds": int(num_seeds), "dtype": dtype, "shard_size": int(shard_size),
+            "guidance": None if guidance is None else float(guidance)}
 
 
 class TeacherCache:

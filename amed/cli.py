@@ -48,11 +48,29 @@ def _device(name: str):
     return torch.device(name)
 
 
-def _load_model(name: str, device):
-    from .models.embedded import DEFAULT  # noqa: PLC0415
-    from .models.registry import load_model  # noqa: PLC0415
+def _load_model(args, device):
+    """The model of --model, with --guidance/--prompts bound (text-to-image models only)."""
+    import math  # noqa: PLC0415
 
-    model = load_model(name or DEFAULT)
+    from .models.embedded import DEFAULT  # noqa: PLC0415
+    from .models.registry import is_text_to_image, load_model  # noqa: PLC0415
+
+    name = args.model or DEFAULT
+    guidance, prompts = getattr(args, "guidance", None), getattr(args, "prompts", None)
+    kwargs = {}
+    if guidance is not None or prompts is not None:
+        given = " and ".join(f for f, v in (("--guidance", guidance), ("--prompts", prompts)) if v is not None)
+        if not is_text_to_image(name):
+            raise ValueError(f"{given} apply to text-to-image (diffusers) models only; model {name!r} is not one")
+        if guidance is not None:
+            if not math.isfinite(guidance):
+                raise ValueError(f"--guidance must be a finite number, got {guidance!r}")
+            kwargs["guidance_scale"] = guidance
+        if prompts is not None:
+            from .models.sd import read_captions  # noqa: PLC0415
+
+            kwargs["captions"] = read_captions(prompts)
+    model = load_model(name, **kwargs)
     if hasattr(model, "to"):
         model = model.to(device)
     if hasattr(model, "eval"):
@@ -65,6 +83,12 @@ def _shape(model) -> tuple:
     if info is None:
         raise ValueError("the model has no ModelInfo; cannot infer the sample shape")
     return tuple(info.shape)
+
+
+def _sigma_range(model) -> tuple[float, float]:
+    """The model's own noise range (0.002..80 for EDM-style models, the discrete table's ends for SD)."""
+    info = getattr(model, "info", None)
+    return (float(getattr(info, "sigma_min", 0.002)), float(getattr(info, "sigma_max", 80.0)))
 
 
 def _save_npz(path: Path, **arrays) -> None:
@@ -112,14 +136,15 @@ def cmd_sample(args) -> int:
     from . import load_predictor, parse_seeds, randn_seeds, sample  # noqa: PLC0415
 
     device = _device(args.device)
-    model = _load_model(args.model, device)
+    model = _load_model(args, device)
     shape = _shape(model)
     seeds = parse_seeds(args.seeds)
     predictor = load_predictor(args.predictor) if args.predictor else None
     given = dict(solver=args.solver, nfe=args.nfe, schedule=args.schedule, afs=args.afs, sigma_min=args.sigma_min,
                  sigma_max=args.sigma_max, rho=args.rho, solver_options=_options(args.opt) or None)
     if predictor is None:
-        defaults = dict(solver="ipndm", nfe=5, schedule="polynomial", afs=False, sigma_min=0.002, sigma_max=80.0)
+        lo, hi = _sigma_range(model)
+        defaults = dict(solver="ipndm", nfe=5, schedule="polynomial", afs=False, sigma_min=lo, sigma_max=hi)
         kw = {k: (defaults.get(k) if v is None else v) for k, v in given.items()}
     else:  # only what the user set; a disagreement with the predictor's record is an error
         kw = {k: v for k, v in given.items() if v is not None}
@@ -135,6 +160,7 @@ def cmd_sample(args) -> int:
         bar(len(chunk))
     imgs = np.concatenate(images)
     meta = {"model": getattr(getattr(model, "info", None), "name", args.model), "predictor": args.predictor,
+            "guidance": getattr(model, "guidance_scale", None), "prompts": args.prompts,
             **(kw if predictor is None else {"record": predictor.config.to_json()})}
     _save_npz(out, images=imgs, seeds=np.asarray(seeds, dtype=np.int64), meta=np.asarray(json.dumps(meta, default=str)))
     dt = time.perf_counter() - t0
@@ -164,9 +190,11 @@ def _bar(total, desc, quiet):
     return b.update
 
 
-def _amed_settings(args) -> dict:
+def _amed_settings(args, model) -> dict:
+    lo, hi = _sigma_range(model)  # unset --sigma-min/--sigma-max: the model's range
     kw = dict(schedule=args.schedule, rho=args.rho, afs=args.afs, scale_dir=args.scale_dir, scale_time=args.scale_time,
-              teacher=args.teacher, M=args.M, sigma_min=args.sigma_min, sigma_max=args.sigma_max)
+              teacher=args.teacher, M=args.M, sigma_min=lo if args.sigma_min is None else args.sigma_min,
+              sigma_max=hi if args.sigma_max is None else args.sigma_max)
     if args.opt:
         kw["solver_options"] = _options(args.opt)
     if args.teacher_opt:
@@ -178,8 +206,8 @@ def cmd_teacher(args) -> int:
     from .training import build_teacher_cache, default_config  # noqa: PLC0415
 
     device = _device(args.device)
-    model = _load_model(args.model, device)
-    cfg = default_config(args.solver, args.nfe, **_amed_settings(args))
+    model = _load_model(args, device)
+    cfg = default_config(args.solver, args.nfe, **_amed_settings(args, model))
     t0 = time.perf_counter()
     bar = _bar(args.trajectories, f"teacher {cfg.teacher} M={cfg.M}", args.quiet)
     cache = build_teacher_cache(model, args.out, cfg, _shape(model), args.trajectories, seed=args.seed,
@@ -194,7 +222,7 @@ def cmd_train(args) -> int:
     from .cache import TeacherCache  # noqa: PLC0415
 
     device = _device(args.device)
-    model = _load_model(args.model, device)
+    model = _load_model(args, device)
     cache = None
     if args.cache:
         meta_path = Path(args.cache) / "meta.json"
@@ -206,7 +234,7 @@ def cmd_train(args) -> int:
     log = None if args.quiet else (lambda m: print(m, file=sys.stderr))
     pred = train_predictor(model, _shape(model), solver=args.solver, nfe=args.nfe, num_trajectories=args.trajectories,
                            batch=args.batch, lr=args.lr, seed=args.seed, cache=cache, device=device,
-                           progress=not args.quiet, log=log, **_amed_settings(args))
+                           progress=not args.quiet, log=log, **_amed_settings(args, model))
     path = pred.save(args.out)
     c = pred.config
     print(f"trained {c.solver} NFE={c.nfe} on {c.model} ({c.num_trajectories} trajectories, teacher {c.teacher} "
@@ -214,41 +242,74 @@ def cmd_train(args) -> int:
     return 0
 
 
-def cmd_fid(args) -> int:
+def _npz_images_count(path) -> int:
+    """Number of images in a sample .npz, read from the array header (the pixels are not loaded)."""
+    import zipfile  # noqa: PLC0415
+
     import numpy as np  # noqa: PLC0415
 
-    from .fid import feature_stats, frechet_distance, load_stats  # noqa: PLC0415
+    try:
+        with zipfile.ZipFile(path) as z:
+            if "images.npy" not in z.namelist():
+                keys = sorted(n[:-4] for n in z.namelist() if n.endswith(".npy"))
+                raise ValueError(f"{path} holds no 'images' array (keys {keys}); give `amed sample` outputs")
+            with z.open("images.npy") as f:
+                version = np.lib.format.read_magic(f)
+                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                return int(read(f)[0][0])
+    except zipfile.BadZipFile:
+        raise ValueError(f"{path} is not a sample .npz (not a zip archive)") from None
 
-    parts = []
-    for p in args.images:
-        with np.load(p) as f:
-            if "images" not in f:
-                raise ValueError(f"{p} holds no 'images' array (keys {sorted(f.files)}); give `amed sample` outputs")
-            parts.append(f["images"])
-    images = np.concatenate(parts)
-    if args.num is not None:
-        if len(images) < args.num:
-            raise ValueError(f"need {args.num} images for the metric, the inputs hold {len(images)}")
-        images = images[:args.num]
-    mu_r, sigma_r = load_stats(args.ref)
-    if args.metric == "fd-digits":
+
+def _metric_features(images, metric: str):
+    if metric == "fd-digits":
         import torch  # noqa: PLC0415
 
         from .features import digit_features  # noqa: PLC0415
 
         x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        mu, sigma = feature_stats(digit_features(x).numpy())
-    else:
-        from .fid import inception_stats  # noqa: PLC0415
+        return digit_features(x).numpy()
+    from .fid import inception_features  # noqa: PLC0415
 
-        mu, sigma = inception_stats(images)
+    return inception_features(images)  # uint8 at native resolution (e.g. 512x512): Inception resizes inside
+
+
+def cmd_fid(args) -> int:
+    import numpy as np  # noqa: PLC0415
+
+    from .fid import INCEPTION_DIM, FeatureMoments, frechet_distance, load_stats  # noqa: PLC0415
+
+    counts = [_npz_images_count(p) for p in args.images]
+    total = sum(counts) if args.num is None else args.num
+    if sum(counts) < total:
+        raise ValueError(f"need {args.num} images for the metric, the inputs hold {sum(counts)}")
+    mu_r, sigma_r = load_stats(args.ref)
+
+    def mismatch(dim):
+        return ValueError(f"reference statistics {str(args.ref)!r} are {mu_r.shape[0]}-d but --metric {args.metric} "
+                          f"gives {dim}-d features: build the reference with the same metric")
+
+    if args.metric == "inception" and mu_r.shape[0] != INCEPTION_DIM:
+        raise mismatch(INCEPTION_DIM)
+    # One shard in memory at a time (30k SD images at 512x512 would be 24 GB); float64 moments of the features.
+    moments, left = FeatureMoments(), total
+    for p in args.images:
+        if left == 0:
+            break
+        with np.load(p) as f:
+            images = f["images"][:left]
+        moments.add(_metric_features(images, args.metric))
+        left -= len(images)
+    mu, sigma = moments.stats()
+    if mu.shape != mu_r.shape:
+        raise mismatch(mu.shape[0])
     value = frechet_distance(mu, sigma, mu_r, sigma_r)
-    rec = {"metric": args.metric, "value": value, "num_images": int(len(images)), "ref": str(args.ref)}
+    rec = {"metric": args.metric, "value": value, "num_images": int(moments.n), "ref": str(args.ref)}
     if args.out:
         from .predictor import atomic_write_bytes  # noqa: PLC0415
 
         atomic_write_bytes(args.out, (json.dumps(rec) + "\n").encode())
-    print(f"{args.metric} = {value:.4f} over {len(images)} images (ref {args.ref})")
+    print(f"{args.metric} = {value:.4f} over {moments.n} images (ref {args.ref})")
     return 0
 
 
@@ -261,8 +322,21 @@ def cmd_fid_ref(args) -> int:
 
     from .models.base import to_uint8  # noqa: PLC0415
 
+    if args.data == "coco-val2014":
+        import numpy as np  # noqa: PLC0415
+
+        from .fid import coco_reference_stats  # noqa: PLC0415
+
+        out = coco_reference_stats(args.out, args.resolution, images=args.coco_images, captions=args.captions,
+                                   progress=_bar(None, "coco-val2014", args.quiet))
+        with np.load(out) as z:
+            count = int(z["count"])
+        print(f"reference statistics of coco-val2014 ({count} images, {args.resolution}x{args.resolution}, "
+              f"inception features) -> {out}")
+        return 0
     if args.data != "digits":
-        raise ValueError(f"fd-digits reference statistics exist for the digits data set only, got {args.data!r}")
+        raise ValueError(f"reference statistics exist for 'digits' (fd-digits) and 'coco-val2014' (inception), "
+                         f"got {args.data!r}")
     # Quantise the data exactly as samples are (uint8), so both sides see the same pixel grid.
     data = to_uint8(torch.from_numpy(load_dataset(args.data)))
     x = data.permute(0, 3, 1, 2).float() / 127.5 - 1.0
@@ -284,10 +358,14 @@ def _solver_args(p, amed: bool):
     p.add_argument("--rho", type=float, default=None, help="schedule exponent (polynomial 7, time_uniform 1)")
     p.add_argument("--afs", action=argparse.BooleanOptionalAction, default=True if amed else None,
                    help="analytical first step (saves one NFE)")
-    p.add_argument("--sigma-min", type=float, default=None)
-    p.add_argument("--sigma-max", type=float, default=None)
+    p.add_argument("--sigma-min", type=float, default=None, help="default: the model's (0.002; SD 0.0292)")
+    p.add_argument("--sigma-max", type=float, default=None, help="default: the model's (80; SD 14.6146)")
     p.add_argument("--opt", action="append", metavar="KEY=VALUE", help="solver option, e.g. max_order=3 (repeatable)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="classifier-free guidance scale w (text-to-image models; SD default 7.5)")
+    p.add_argument("--prompts", default=None, metavar="FILE",
+                   help="captions CSV (column 'text'): evaluation seed i uses caption i (text-to-image models)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -338,8 +416,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num", type=int, default=None, help="use exactly this many images (error if fewer)")
     p.add_argument("--out", default=None, help="write the result as JSON")
     p.set_defaults(fn=cmd_fid)
-    p = sub.add_parser("fid-ref", help="reference statistics of the embedded data set")
-    p.add_argument("--data", default="digits")
+    p = sub.add_parser("fid-ref", help="reference statistics: the embedded data set, or MS-COCO val2014 (Table 3)")
+    p.add_argument("--data", default="digits", help="digits (fd-digits) or coco-val2014 (inception)")
+    p.add_argument("--coco-images", default=None, help="coco-val2014: val2014 .zip or folder (default "
+                   "$AMED_COCO_VAL2014, else downloaded)")
+    p.add_argument("--captions", default=None, help="coco-val2014: captions CSV whose image_id column picks the images")
+    p.add_argument("--resolution", type=int, default=256, help="coco-val2014: crop-and-resize side")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--out", required=True)
     p.set_defaults(fn=cmd_fid_ref)
     return ap
@@ -355,6 +438,11 @@ def main(argv=None) -> int:
     try:
         return args.fn(args)
     except (ValueError, FileNotFoundError) as e:
+        print(f"amed {args.cmd}: {e}", file=sys.stderr)
+        return 2
+    except RuntimeError as e:  # missing optional parts (Inception weights, downloads): one line, not a traceback
+        if type(e).__name__ not in ("InceptionUnavailable", "DownloadError"):
+            raise
         print(f"amed {args.cmd}: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -6,6 +6,9 @@ with keys ``mu`` and ``sigma``. Inception features come from clean-fid in ``lega
 (the TF-ported Inception-v3 with its internal resize; uint8 images at native resolution), imported
 only when asked for; offline without the weights it fails with a one-line error instead of hanging.
 scipy and cleanfid are imported inside functions, so ``import amed`` never pulls them in.
+
+``coco_reference_stats`` builds Table 3's reference: MS-COCO val2014 images, RGB, centre-cropped to a
+square and resized to 256x256 (authors-code.md section 7), through the same Inception.
 """
 
 from __future__ import annotations
@@ -27,10 +30,17 @@ __all__ = [
     "inception_features",
     "inception_stats",
     "InceptionUnavailable",
+    "FeatureMoments",
+    "coco_image",
+    "coco_reference_stats",
+    "COCO_VAL2014_URL",
 ]
 
 INCEPTION_FILE = "inception-2015-12-05.pt"
 INCEPTION_URL = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/" + INCEPTION_FILE
+INCEPTION_DIM = 2048
+COCO_VAL2014_URL = "http://images.cocodataset.org/zips/val2014.zip"
+COCO_IMAGES_LICENSE = "MS-COCO images: Flickr terms of use (https://cocodataset.org/#termsofuse)"
 
 
 def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
@@ -69,6 +79,38 @@ def feature_stats(features) -> tuple[np.ndarray, np.ndarray]:
     if f.ndim != 2 or f.shape[0] < 2:
         raise ValueError(f"features must be [N >= 2, D], got shape {f.shape}")
     return f.mean(axis=0), np.cov(f, rowvar=False, ddof=1).reshape(f.shape[1], f.shape[1])
+
+
+class FeatureMoments:
+    """Streaming float64 mean and unbiased covariance of feature batches (EDM's sums, shifted by a pivot).
+
+    Sums are taken about the first batch's mean, which keeps sum(f f^T) - n mu mu^T from cancelling.
+    """
+
+    def __init__(self):
+        self.n = 0
+        self._pivot = self._s = self._ss = None
+
+    def add(self, features) -> None:
+        f = np.asarray(features, dtype=np.float64)
+        if f.ndim != 2 or f.shape[0] == 0:
+            raise ValueError(f"features must be [N >= 1, D], got shape {f.shape}")
+        if self._pivot is None:
+            self._pivot = f.mean(axis=0)
+            self._s, self._ss = np.zeros(f.shape[1]), np.zeros((f.shape[1], f.shape[1]))
+        elif f.shape[1] != self._pivot.shape[0]:
+            raise ValueError(f"feature dimension changed from {self._pivot.shape[0]} to {f.shape[1]}")
+        c = f - self._pivot
+        self._s += c.sum(axis=0)
+        self._ss += c.T @ c
+        self.n += f.shape[0]
+
+    def stats(self) -> tuple[np.ndarray, np.ndarray]:
+        """(mu, sigma); sigma is the unbiased covariance (needs N >= 2)."""
+        if self.n < 2:
+            raise ValueError(f"statistics need at least 2 feature vectors, got {self.n}")
+        m = self._s / self.n
+        return self._pivot + m, (self._ss - self.n * np.outer(m, m)) / (self.n - 1)
 
 
 def save_stats(path: str | Path, mu, sigma, **extra) -> Path:
@@ -154,8 +196,12 @@ def _inception(timeout: float = 15.0):
     return _MODEL
 
 
-def inception_features(images, batch: int = 64) -> np.ndarray:
-    """2048-d Inception pool features of uint8 images [N, H, W, 3] or [N, 3, H, W] (EDM convention)."""
+def inception_features(images, batch: int = 64, device=None) -> np.ndarray:
+    """2048-d Inception pool features of uint8 images [N, H, W, 3] or [N, 3, H, W] (EDM convention).
+
+    ``device``: where the network runs; default CUDA when available (a 30k-image FID is hours on a
+    CPU), else the CPU. Features come back as float64 numpy either way.
+    """
     import torch
 
     x = np.asarray(images)
@@ -163,14 +209,132 @@ def inception_features(images, batch: int = 64) -> np.ndarray:
         raise ValueError(f"inception_features expects uint8 [N, H, W, 3] or [N, 3, H, W], got {x.dtype} {x.shape}")
     if x.shape[1] != 3:
         x = x.transpose(0, 3, 1, 2)
-    model = _inception()
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    model = _inception().to(device)
     out = []
     with torch.no_grad():
         for i in range(0, len(x), batch):
-            out.append(model(torch.from_numpy(np.ascontiguousarray(x[i:i + batch])).float()).numpy())
-    return np.concatenate(out).astype(np.float64)
+            chunk = torch.from_numpy(np.ascontiguousarray(x[i:i + batch])).to(device).float()
+            out.append(model(chunk).double().cpu().numpy())
+    return np.concatenate(out)
 
 
 def inception_stats(images, batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """(mu, sigma) of the Inception features of uint8 images."""
     return feature_stats(inception_features(images, batch=batch))
+
+
+# ----------------------------------------------------------------------------------------------
+# MS-COCO val2014 reference statistics (Table 3)
+
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def coco_image(data, resolution: int = 256) -> np.ndarray:
+    """One reference image, as the authors prepared COCO: RGB, centre crop to a square, resize; uint8 [H, W, 3].
+
+    ``data`` is a path, a file object or a PIL image. Any mode is converted to RGB (grayscale is replicated to
+    3 channels). The crop is the central min(h, w) square (offsets floor((w - side) / 2), floor((h - side) / 2)).
+    The resize uses PIL's BICUBIC filter (antialiased when shrinking, as clean-fid's "clean" resize is); the
+    authors' filter is not in their code.
+    """
+    from PIL import Image
+
+    img = data if isinstance(data, Image.Image) else Image.open(data)
+    img = img.convert("RGB")
+    w, h = img.size
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    img = img.crop((left, top, left + side, top + side))
+    if img.size != (resolution, resolution):
+        img = img.resize((resolution, resolution), Image.BICUBIC)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def _coco_source(images) -> Path:
+    """The val2014 images: the argument, else $AMED_COCO_VAL2014, else the official zip in the download cache."""
+    if images is None:
+        images = os.environ.get("AMED_COCO_VAL2014") or None
+    if images is not None:
+        path = Path(images).expanduser()
+        if not path.exists():
+            raise ValueError(f"MS-COCO val2014 images not found: {str(path)!r} (a val2014 .zip or a folder of JPEGs)")
+        return path
+    from .models.download import DownloadError, default_cache_dir, fetch
+    from .models.registry import _offline
+
+    offline = _offline(None)
+    try:
+        return fetch(COCO_VAL2014_URL, default_cache_dir() / "coco", offline=offline, license=COCO_IMAGES_LICENSE,
+                     progress=True)
+    except DownloadError as e:
+        raise ValueError(f"{e} (or set AMED_COCO_VAL2014 to a local val2014.zip or folder of JPEGs)") from None
+
+
+def _wanted_ids(captions) -> list[int] | None:
+    """The unique image ids of a captions CSV's ``image_id`` column, in CSV order; None if it has none."""
+    import csv
+
+    with open(captions, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None or "image_id" not in reader.fieldnames:
+            return None
+        ids = {}
+        for row in reader:
+            try:
+                ids.setdefault(int(float(row["image_id"])), None)
+            except ValueError:
+                raise ValueError(f"{captions}: image_id {row['image_id']!r} is not an integer") from None
+    return list(ids)
+
+
+def coco_reference_stats(out, resolution: int = 256, *, images=None, captions=None, batch: int = 64,
+                         progress=None) -> Path:
+    """Inception statistics of MS-COCO val2014 images (Table 3's FID reference), saved EDM-style to ``out``.
+
+    Each image goes through ``coco_image`` (RGB, centre crop, PIL bicubic resize to ``resolution``) and the
+    clean-fid Inception; features are accumulated in float64, ``batch`` images at a time. ``images`` is the
+    val2014 .zip (members read in place) or a folder of its JPEGs; default ``$AMED_COCO_VAL2014``, else the
+    official zip downloaded into the cache (refused under AMED_OFFLINE). If ``captions`` (a CSV) has an
+    ``image_id`` column, exactly those images are used (``COCO_val2014_{id:012d}.jpg``, CSV order, each id
+    once); otherwise every image. ``progress(n)`` is called after each batch with its size.
+    """
+    import zipfile
+
+    if int(resolution) < 1 or int(batch) < 1:
+        raise ValueError(f"resolution and batch must be >= 1, got {resolution!r} and {batch!r}")
+    src = _coco_source(images)
+    ids = _wanted_ids(captions) if captions is not None else None
+    archive = zipfile.ZipFile(src) if src.is_file() else None
+    try:
+        if archive is not None:
+            members = {Path(n).name: n for n in archive.namelist() if not n.endswith("/")}
+        else:
+            members = {p.name: p for p in sorted(src.rglob("*")) if p.is_file()}
+
+        def read(name: str) -> bytes:
+            return archive.read(members[name]) if archive is not None else members[name].read_bytes()
+        if ids is None:
+            names = sorted(n for n in members if n.lower().endswith(_IMAGE_SUFFIXES))
+        else:
+            names = [f"COCO_val2014_{i:012d}.jpg" for i in ids]
+            missing = [n for n in names if n not in members]
+            if missing:
+                raise ValueError(f"{len(missing)} of the {len(names)} images named by {str(captions)!r} are not in "
+                                 f"{str(src)!r}, e.g. {missing[0]!r}")
+        if len(names) < 2:
+            raise ValueError(f"{str(src)!r} holds {len(names)} usable images; reference statistics need at least 2")
+        moments = FeatureMoments()
+        for i in range(0, len(names), int(batch)):
+            chunk = [coco_image(io.BytesIO(read(n)), int(resolution)) for n in names[i:i + int(batch)]]
+            moments.add(inception_features(np.stack(chunk), batch=int(batch)))
+            if progress is not None:
+                progress(len(chunk))
+    finally:
+        if archive is not None:
+            archive.close()
+    mu, sigma = moments.stats()
+    return save_stats(out, mu, sigma, resolution=int(resolution), count=moments.n, source=str(src),
+                      subset=str(captions) if ids is not None else "all")

@@ -83,8 +83,16 @@ def detach_state(state: State) -> State:
     return replace(state, hist=tuple((t.detach(), m.detach()) for t, m in state.hist))
 
 
+def model_guidance(denoiser) -> float | None:
+    """The classifier-free guidance scale a denoiser applies (text-to-image adapters), else None."""
+    w = getattr(denoiser, "guidance_scale", None)
+    if w is None:
+        w = (getattr(getattr(denoiser, "info", None), "extra", None) or {}).get("guidance_scale")
+    return None if w is None else float(w)
+
+
 def check_model(config: AMEDConfig, denoiser, noise: torch.Tensor) -> None:
-    """A predictor trained for one model and shape refuses another."""
+    """A predictor trained for one model, shape and guidance scale refuses another."""
     if config.shape is not None and tuple(noise.shape[1:]) != tuple(config.shape):
         raise ValueError(f"predictor was trained for samples of shape {tuple(config.shape)}, "
                          f"got noise of shape {tuple(noise.shape[1:])}")
@@ -95,6 +103,10 @@ def check_model(config: AMEDConfig, denoiser, noise: torch.Tensor) -> None:
     if sha and config.model_sha256 and sha != config.model_sha256:
         raise ValueError(f"predictor was trained for model {config.model!r} with sha256 {config.model_sha256[:12]}..., "
                          f"but the model given has sha256 {sha[:12]}...")
+    w = model_guidance(denoiser)
+    if config.guidance is not None and w != config.guidance:
+        raise ValueError(f"predictor was trained with guidance scale {config.guidance:g}, the model applies "
+                         f"{'none' if w is None else format(w, 'g')} (set --guidance {config.guidance:g})")
 
 
 @torch.no_grad()

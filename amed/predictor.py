@@ -50,6 +50,7 @@ class AMEDConfig:
     M: int = 1
     model: str = ""  # model name
     model_sha256: str | None = None
+    guidance: float | None = None  # classifier-free guidance scale of a text-to-image model (None: no CFG)
     shape: tuple | None = None
     # Filled in by training:
     seed: int = 0

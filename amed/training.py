@@ -19,7 +19,8 @@ from typing import Callable
 import torch
 
 from .cache import TeacherCache, cache_meta
-from .plugin import SINGLE_STEP, amed_interval, detach_state, init_state, student_grid, student_solver
+from .plugin import (SINGLE_STEP, amed_interval, detach_state, init_state, model_guidance, student_grid,
+                     student_solver)
 from .predictor import AMEDConfig, AMEDPredictor
 from .sampling import ModelCall, randn_seeds, sample_trajectory
 from .schedules import refine_schedule, teacher_indices
@@ -98,7 +99,7 @@ def build_teacher_cache(denoiser, root, config: AMEDConfig, shape, num_trajector
                       schedule=config.schedule, rho=config.rho, sigma_min=config.sigma_min,
                       sigma_max=config.sigma_max, num_points=config.num_points, M=config.M,
                       grid=student_grid(config).tolist(), shape=shape, first_seed=seeds[0], num_seeds=len(seeds),
-                      dtype=dtype, shard_size=shard_size)
+                      dtype=dtype, shard_size=shard_size, guidance=model_guidance(denoiser))
     cache = TeacherCache(root, meta)
     def compute(s):
         with conditioned(denoiser, s):
@@ -114,7 +115,7 @@ def _check_cache(cache: TeacherCache, config: AMEDConfig, shape, seeds: list[int
                       teacher_options=config.teacher_options, schedule=config.schedule, rho=config.rho,
                       sigma_min=config.sigma_min, sigma_max=config.sigma_max, num_points=config.num_points,
                       M=config.M, grid=student_grid(config).tolist(), shape=shape, first_seed=seeds[0],
-                      num_seeds=len(seeds), dtype="float32", shard_size=1)
+                      num_seeds=len(seeds), dtype="float32", shard_size=1, guidance=config.guidance)
     for key, value in want.items():
         if key in ("num_seeds", "dtype", "shard_size"):
             continue
@@ -145,6 +146,7 @@ def train_predictor(denoiser, shape, solver: str = "amed", nfe: int = 5, *, num_
     config = default_config(solver, nfe, **config_overrides)
     name, sha = _model_identity(denoiser)
     config.model, config.model_sha256, config.shape = name, sha, tuple(shape)
+    config.guidance = model_guidance(denoiser)
     config.seed, config.batch, config.lr = int(seed), int(batch), float(lr)
     N = config.num_points  # validates NFE vs AFS
     solver_obj = student_solver(config)

@@ -318,3 +318,35 @@ def test_training_binds_per_seed_conditioning(tmp_path):
     cfg = default_config("amed", 5, M=1)
     cache = build_teacher_cache(model, tmp_path / "c", cfg, SHAPE, 32, batch=16, shard_size=32)
     assert cache.complete() and p.config.num_trajectories == 32
+
+
+class Guided:
+    """A stand-in for a CFG adapter: its output depends on guidance_scale, which the predictor records."""
+
+    def __init__(self, w):
+        self.guidance_scale = w
+
+    def __call__(self, x, sigma):
+        return GMM(x, sigma) * (1 + 0.01 * self.guidance_scale)
+
+
+def test_guidance_scale_is_recorded_and_checked(tmp_path):
+    p = amed.train_predictor(Guided(7.5), SHAPE, solver="ipndm", nfe=5, num_trajectories=16, batch=16, M=1)
+    assert p.config.guidance == 7.5
+    q = amed.load_predictor(p.save(tmp_path / "pred"))
+    noise = amed.randn_seeds(range(4), SHAPE)
+    amed.sample(Guided(7.5), noise, predictor=q)
+    with pytest.raises(ValueError, match="guidance scale 7.5, the model applies 3"):
+        amed.sample(Guided(3.0), noise, predictor=q)
+    with pytest.raises(ValueError, match="the model applies none"):
+        amed.sample(GMM, noise, predictor=q)
+    # A teacher cache built at one guidance scale is refused by training at another.
+    cfg = default_config("ipndm", 5, M=1)
+    cache = build_teacher_cache(Guided(7.5), tmp_path / "c", cfg, SHAPE, 16, batch=16, shard_size=16)
+    assert cache.meta["guidance"] == 7.5
+    with pytest.raises(ValueError, match="guidance=7.5"):
+        amed.train_predictor(Guided(2.0), SHAPE, solver="ipndm", nfe=5, num_trajectories=16, batch=16, M=1,
+                             cache=cache)
+    # Models without CFG record None and are not checked.
+    assert amed.train_predictor(GMM, SHAPE, solver="ipndm", nfe=5, num_trajectories=16, batch=16,
+                                M=1).config.guidance is None

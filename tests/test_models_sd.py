@@ -1,6 +1,5 @@
 """Stable Diffusion adapter on a tiny diffusers pipeline saved and reloaded offline."""
 
-import json
 import os
 import subprocess
 import sys
@@ -12,29 +11,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from amed.models.sd import load_sd, read_captions, sigma_to_t, vp_sigmas  # noqa: E402
-
-
-def _hide_broken_torchvision():
-    """A torchvision build that does not match torch breaks `import transformers`; SD needs none of it.
-
-    Prefer the project's shim (amed._tvshim, if present); only if torchvision still fails to import,
-    make it look absent to transformers/diffusers.
-    """
-    try:
-        from amed import _tvshim
-
-        _tvshim.apply()
-    except ImportError:
-        pass
-    try:
-        import torchvision  # noqa: F401
-    except Exception:
-        for key in [k for k in sys.modules if k == "torchvision" or k.startswith("torchvision.")]:
-            del sys.modules[key]
-        sys.modules["torchvision"] = None  # importlib.util.find_spec() now reports it absent
-
-
-SD_BETAS = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
+from conftest import hide_broken_torchvision as _hide_broken_torchvision  # noqa: E402
 
 
 def test_import_amed_models_without_diffusers():
@@ -61,37 +38,6 @@ def test_read_captions(tmp_path):
     assert read_captions(tmp_path / "c.csv") == ["a cat, on a mat", "a dog"]
     with pytest.raises(ValueError, match="'caption'"):
         read_captions(tmp_path / "c.csv", column="caption")
-
-
-@pytest.fixture(scope="module")
-def tiny_pipeline(tmp_path_factory):
-    _hide_broken_torchvision()
-    pytest.importorskip("diffusers")
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    torch.manual_seed(0)
-    d = tmp_path_factory.mktemp("sd")
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, "a</w>": 2, "cat</w>": 3, "dog</w>": 4, "a": 5, "c": 6,
-             "t</w>": 7, "!": 8, "photo</w>": 9}
-    (d / "vocab.json").write_text(json.dumps(vocab))
-    (d / "merges.txt").write_text("#version: 0.2\n")
-    tok = CLIPTokenizer(str(d / "vocab.json"), str(d / "merges.txt"), model_max_length=8)
-    te = CLIPTextModel(CLIPTextConfig(vocab_size=10, hidden_size=12, intermediate_size=24, num_hidden_layers=1,
-                                      num_attention_heads=2, max_position_embeddings=8, bos_token_id=0,
-                                      eos_token_id=1, pad_token_id=1))
-    unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(8, 16),
-                                layers_per_block=1, norm_num_groups=4,
-                                down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=12,
-                                attention_head_dim=2)
-    vae = AutoencoderKL(in_channels=3, out_channels=3, block_out_channels=(8,), norm_num_groups=4, latent_channels=4,
-                        down_block_types=("DownEncoderBlock2D",), up_block_types=("UpDecoderBlock2D",), sample_size=8)
-    sch = DDIMScheduler(clip_sample=False, set_alpha_to_one=False, steps_offset=1, **SD_BETAS)
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=te, tokenizer=tok, unet=unet, scheduler=sch,
-                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    pipe.save_pretrained(d / "pipe")
-    return d / "pipe"
 
 
 def test_load_offline_cfg_and_feature(tiny_pipeline):

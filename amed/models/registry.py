@@ -17,8 +17,8 @@ from typing import Callable, NamedTuple
 from .base import Denoiser
 from .download import cached_path, default_cache_dir, fetch, read_sidecar
 
-__all__ = ["ModelSpec", "ModelRow", "MODELS", "load_model", "list_models", "detect_format", "EDM_LICENSE",
-           "CM_LICENSE"]
+__all__ = ["ModelSpec", "ModelRow", "MODELS", "load_model", "list_models", "detect_format", "is_text_to_image",
+           "EDM_LICENSE", "CM_LICENSE"]
 
 EDM_LICENSE = "CC BY-NC-SA 4.0 (NVlabs/edm: non-commercial use, attribution, share-alike)"
 CM_LICENSE = ("openai/consistency_models (MIT code); model card: research use only, not for commercial "
@@ -168,6 +168,22 @@ def detect_format(path) -> str:
     if head[:1] == b"\x80" and 2 <= head[1] <= 5:
         return "edm-pickle"
     raise ValueError(f"{path}: unrecognised checkpoint format (not an EDM pickle, torch.save file or diffusers folder)")
+
+
+def is_text_to_image(name_or_path) -> bool:
+    """True for a registered diffusers model or a local diffusers folder (they take guidance and prompts)."""
+    key = str(name_or_path)
+    if key in MODELS:
+        return MODELS[key].format == "diffusers"
+    if key in _embedded_names():
+        return False
+    path = Path(key).expanduser()
+    if not path.is_dir():
+        return False
+    try:
+        return detect_format(path) == "diffusers"
+    except ValueError:
+        return False
 
 
 def load_model(name_or_path, cache_dir=None, offline: bool | None = None, **kwargs) -> Denoiser:

@@ -12,6 +12,10 @@ linear interpolation of the index in log sigma between bracketing grid points (t
 timestep). It agrees with diff-sampler's continuous-t map (option b) on the 1000 grid points and differs
 slightly between them.
 
+Prompts are bound per seed: evaluation seed i uses caption i of the MS-COCO 30k list; a training seed
+(>= ``amed.training.TRAIN_SEED_BASE``) uses a caption chosen by a fixed hash of the seed (``caption_index``;
+the authors draw them with an unseeded ``random.sample``).
+
 diffusers/transformers are imported lazily, inside functions only; ``import amed`` never needs them.
 """
 
@@ -26,7 +30,7 @@ import torch
 from .base import Denoiser, ModelInfo
 
 __all__ = ["SD_REPOS", "DEFAULT_SD_REPO", "COCO_CAPTIONS_URL", "SD_LICENSE", "SDDenoiser", "load_sd",
-           "vp_sigmas", "sigma_to_t", "read_captions", "coco_captions"]
+           "vp_sigmas", "sigma_to_t", "read_captions", "coco_captions", "caption_index"]
 
 DEFAULT_SD_REPO = "CompVis/stable-diffusion-v1-4"
 SD_REPOS = {"sd-v1-4": DEFAULT_SD_REPO, "sd-v1-5": "stable-diffusion-v1-5/stable-diffusion-v1-5"}
@@ -51,6 +55,37 @@ def sigma_to_t(sigma: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
     lo = hi - 1
     w = ((log_s - log_grid[lo]) / (log_grid[hi] - log_grid[lo])).clamp(0, 1)
     return lo.to(torch.float64) + w
+
+
+def _splitmix64(x: int) -> int:
+    """SplitMix64's output function (Steele et al. 2014): a fixed bijective mix of a 64-bit integer."""
+    m = (1 << 64) - 1
+    z = (x + 0x9E3779B97F4A7C15) & m
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & m
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & m
+    return z ^ (z >> 31)
+
+
+def caption_index(seed: int, num_captions: int) -> int:
+    """The caption of a noise seed: evaluation seed i -> i; training seed s -> splitmix64(s) mod num_captions.
+
+    Evaluation seeds (0 <= seed < num_captions) pair with caption i, as the authors' sample.py does.
+    Training seeds (>= amed.training.TRAIN_SEED_BASE) get a caption drawn by a fixed hash of the seed, so a
+    teacher cache, its training run and any rerun see the same (noise, prompt) pairs, independent of batch
+    size and of which other seeds are in the batch. Deliberate deviation: the authors' training draws
+    prompts with an unseeded ``random.sample(captions, B)`` per batch, which is not reproducible. The hash
+    (not ``seed % n``) keeps consecutive training seeds from walking through consecutive captions.
+    Seeds in neither range are an error.
+    """
+    from ..training import TRAIN_SEED_BASE  # lazy: training imports nothing from models, but keep sd light
+
+    seed, n = int(seed), int(num_captions)
+    if 0 <= seed < n:
+        return seed
+    if seed >= TRAIN_SEED_BASE and n > 0:
+        return _splitmix64(seed) % n
+    raise ValueError(f"seed {seed!r} has no caption: the captions list has {n} entries "
+                     f"(evaluation seeds 0..{n - 1}, training seeds >= {TRAIN_SEED_BASE})")
 
 
 class SDDenoiser(Denoiser):
@@ -86,7 +121,7 @@ class SDDenoiser(Denoiser):
         return self.text_encoder(tok.input_ids.to(device))[0]
 
     def prompts_for(self, seeds, prompts=None) -> list[str]:
-        """Prompt i for seed i: explicit prompts (a string is repeated), else ``captions[seed]``."""
+        """Prompt i for seed i: explicit prompts (a string is repeated), else ``captions[caption_index(seed)]``."""
         if prompts is not None:
             prompts = [prompts] * len(seeds) if isinstance(prompts, str) else list(prompts)
             if len(prompts) != len(seeds):
@@ -94,10 +129,7 @@ class SDDenoiser(Denoiser):
             return prompts
         if self.captions is None:
             raise ValueError(f"{self.info.name}: no prompts given and no captions list bound (see coco_captions())")
-        bad = [s for s in seeds if not 0 <= int(s) < len(self.captions)]
-        if bad:
-            raise ValueError(f"seed {bad[0]!r} has no caption: the captions list has {len(self.captions)} entries")
-        return [self.captions[int(s)] for s in seeds]
+        return [self.captions[caption_index(int(s), len(self.captions))] for s in seeds]
 
     @contextlib.contextmanager
     def condition(self, seeds, prompts=None):

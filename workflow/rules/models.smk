@@ -20,7 +20,9 @@ rule model:
         "../scripts/model.py"
 
 
-rule fid_ref:
+rule fid_ref:  # coco-val2014 reads the prompts' image_id column (Table 3); a local .npz ref is an input
+    input:
+        unpack(lambda w: grid.fid_ref_input(config, w)),
     output:
         "results/{dataset}/fid_ref.npz",
     params:
@@ -30,8 +32,8 @@ rule fid_ref:
     benchmark:
         "results/benchmarks/fid_ref/{dataset}.tsv"
     resources:
-        mem_mb=1000,
-        runtime=30,
+        mem_mb=lambda w: 8000 if DS[w.dataset]["ref"] == "coco-val2014" else 1000,
+        runtime=lambda w: 360 if DS[w.dataset]["ref"] == "coco-val2014" else 30,
     conda:
         "../envs/amed.yaml"
     script:

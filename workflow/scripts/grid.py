@@ -257,6 +257,16 @@ def prompts_input(config, w) -> dict:
     return {"prompts": f"results/{w.dataset}/prompts.csv"} if config["datasets"][w.dataset]["prompts"] else {}
 
 
+def fid_ref_input(config, w) -> dict:
+    """coco-val2014 takes the images named by the prompts' image_id column; a local .npz ref is tracked as input."""
+    ref = config["datasets"][w.dataset]["ref"]
+    if ref == "coco-val2014":
+        return prompts_input(config, w)
+    if ref.endswith(".npz") and "://" not in ref:
+        return {"ref": ref}
+    return {}
+
+
 def teacher_params(config, w, input=None) -> str:
     m = method(config, w)
     d = config["datasets"][w.dataset]
