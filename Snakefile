@@ -3,6 +3,7 @@
 #   snakemake --profile profiles/local paper     # + Tables 4, 5, Figures 3/4/5/7, sample grids, full audit
 #   snakemake --report results/report.html paper # the HTML report (figures, tables, captions, rule runtimes)
 #   snakemake --profile profiles/slurm results/table2.csv --configfile=config/paper.yaml   # paper grid, SLURM
+#   snakemake --cores 1 bench                    # benchmarks -> results/bench/*.csv (on demand only)
 import os
 import re
 import sys
@@ -52,6 +53,7 @@ include: "workflow/rules/sample.smk"
 include: "workflow/rules/fid.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/bench.smk"  # `bench` target only; not in `all` or `paper`
 
 
 rule all:

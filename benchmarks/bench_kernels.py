@@ -85,6 +85,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="results/bench/kernels.csv")
     ap.add_argument("--reps", type=int, default=20, help="launches per timed loop (CUDA)")
     ap.add_argument("--sweep", action="store_true", help="also time other BLOCK/num_warps at the largest shape")
+    ap.add_argument("--batches", default=",".join(map(str, BATCHES)), help="batch sizes, e.g. 1,64,256")
     args = ap.parse_args(argv)
     cuda = torch.cuda.is_available()
     use_triton = cuda and triton_available()
@@ -94,9 +95,10 @@ def main(argv=None) -> int:
         print("bench_kernels: triton is not importable; skipping the Triton kernel")
     device = torch.device("cuda" if cuda else "cpu")
     warmup, reps = (10, args.reps) if cuda else (1, 3)
+    batches = [int(b) for b in args.batches.split(",")]
     rows = []
     for shape in SHAPES:
-        for batch in BATCHES:
+        for batch in batches:
             for dname, dtype in DTYPES.items():
                 for k in KS:
                     g = torch.Generator(device=device).manual_seed(0)
@@ -110,7 +112,7 @@ def main(argv=None) -> int:
                         tol = 1e-5 if dtype == torch.float32 else 1e-2
                         torch.testing.assert_close(y, lincomb_reference(terms, coeffs), rtol=tol, atol=tol)
                         methods["triton"] = lambda: lincomb(terms, coeffs, backend="triton")
-                        if args.sweep and shape == SHAPES[-1] and batch == BATCHES[-1]:
+                        if args.sweep and shape == SHAPES[-1] and batch == batches[-1]:
                             c32 = coeffs.float()
                             for blk, nw in SWEEP:
                                 methods[f"triton[{blk}/{nw}]"] = (

@@ -1,15 +1,23 @@
-"""Sampling throughput of every NFE-5 method on the embedded model, eager vs torch.compile.
+"""Sampling throughput of every NFE-5 method on the embedded model vs the network-only bound, eager vs torch.compile.
 
-    python benchmarks/bench_sampling.py [--batches 256,64,1] [--nfe 5] [--repeats 3] [--threads 1]
+    python benchmarks/bench_sampling.py [--batches 256,64,1] [--nfe 5] [--repeats 15] [--threads 1]
                                         [--no-compile] [--cold] [--out results/bench/sampling.csv]
 
-For each batch size: images/s of each method, and the bound NFE x (one network call), i.e. the
-throughput if the solver cost nothing (ratio = throughput / bound; about 1 when the solver is cheap).
-Eager and compiled runs alternate in one process, and one network call (best of 3) is timed right
-before each run (the machine is shared: compare ratios, not seconds across runs); the time of a run
-and of a call is the best of ``--repeats``; warm-up and compilation are excluded and
-the compile time of each path (plain, feature) is reported separately. AMED methods use an untrained
-predictor (same cost as a trained one).
+The bound is the throughput if the solver cost nothing: batch / (time of the network calls the sampler
+makes, back to back). Those calls are counted per method by running it once through a counting proxy,
+by kind: plain calls ``model(x, sigma)`` and feature calls ``model.with_feature(x, sigma)`` (AMED reads
+the bottleneck at every t_n, so those calls are timed as feature calls; its mid-point calls are plain;
+under AFS the first call is analytic and costs no network call). The bound measurement replays exactly
+those calls, each of its kind and on the (x, sigma) the sampler passed (recorded in a first run), back to
+back: the same batch and the same arithmetic, without the solver in between.
+
+Robust on a shared machine: for each method and variant, ``--repeats`` pairs of (bound measurement, full
+sampling run) are timed back to back, alternating which comes first, and eager / compiled alternate
+within each pair. Reported: ``ratio_median``, the median over pairs of bound time / run time (= images/s
+/ bound images/s; 1 means the solver is free), ``ratio_iqr`` (its interquartile range), and
+``ratio_min_based`` (fastest bound / fastest run). Warm-up and compilation are excluded; the compile
+time of each path (plain, feature) is reported separately. AMED methods use an untrained predictor
+(same cost as a trained one).
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -48,15 +57,20 @@ def _sampler(model, noise, kw, nfe):
     return lambda m: amed.sample(m, noise, nfe=nfe, **kw)
 
 
-def _best(fn, repeats):
-    best = float("inf")
-    for _ in range(repeats):
-        _sync()
-        t = time.perf_counter()
-        fn()
-        _sync()
-        best = min(best, time.perf_counter() - t)
-    return best
+class Recording:
+    """Forwards to the model and records every call (kind, x, sigma), to replay them as the bound."""
+
+    def __init__(self, model):
+        self.model, self.info = model, model.info
+        self.calls = []
+
+    def __call__(self, x, sigma):
+        self.calls.append(("plain", x.clone(), sigma.clone()))
+        return self.model(x, sigma)
+
+    def with_feature(self, x, sigma):
+        self.calls.append(("feature", x.clone(), sigma.clone()))
+        return self.model.with_feature(x, sigma)
 
 
 def _sync():
@@ -64,10 +78,22 @@ def _sync():
         torch.cuda.synchronize()
 
 
+def _time(fn):
+    _sync()
+    t = time.perf_counter()
+    fn()
+    _sync()
+    return time.perf_counter() - t
+
+
+def _quantile(v, q):
+    return float(torch.quantile(torch.tensor(v, dtype=torch.float64), q))
+
+
 @torch.no_grad()
 def bench_batch(model, batch, nfe, repeats, do_compile, compile_kw, device="cpu"):
     noise = amed.randn_seeds(range(batch), model.info.shape, device=device)
-    x, sigma = noise * 10.0, torch.full((batch,), 10.0, device=device)  # float32 sigma, as the samplers pass it
+    x, sigma = noise * 10.0, torch.full((batch,), 10.0, device=device)  # example batch for compilation
     variants = {"eager": model}
     compile_s = {}
     if do_compile:
@@ -82,24 +108,50 @@ def bench_batch(model, batch, nfe, repeats, do_compile, compile_kw, device="cpu"
     rows = []
     for name, kw in METHODS:
         run = _sampler(model, noise, kw, nfe)
-        for m in variants.values():
-            run(m)  # warm-up
-        best = {k: float("inf") for k in variants}
-        call = {k: float("inf") for k in variants}
-        for _ in range(repeats):  # alternate eager / compiled; time one call (the bound) right before each run
+        recorder = Recording(model)
+        run(recorder)  # the calls the sampler makes, with their inputs
+        calls = {k: sum(c[0] == k for c in recorder.calls) for k in ("plain", "feature")}
+
+        def bound(m):  # the same calls back to back, nothing in between
+            for kind, xi, si in recorder.calls:
+                if kind == "plain":
+                    m(xi, si)
+                else:
+                    m.with_feature(xi, si)
+
+        for m in variants.values():  # warm-up
+            run(m)
+            bound(m)
+        t_bound = {k: [] for k in variants}
+        t_run = {k: [] for k in variants}
+        for i in range(repeats):  # interleaved pairs; alternate which half of a pair goes first
             for k, m in variants.items():
-                call[k] = min(call[k], _best(lambda m=m: m(x, sigma), 3))
-                best[k] = min(best[k], _best(lambda m=m: run(m), 1))
+                if i % 2 == 0:
+                    t_bound[k].append(_time(lambda m=m: bound(m)))
+                    t_run[k].append(_time(lambda m=m: run(m)))
+                else:
+                    t_run[k].append(_time(lambda m=m: run(m)))
+                    t_bound[k].append(_time(lambda m=m: bound(m)))
+        run_eager = statistics.median(t_run["eager"])
         for k in variants:
-            ips = batch / best[k]
-            bound = batch / (nfe * call[k])
+            ratios = [b / r for b, r in zip(t_bound[k], t_run[k])]
+            run_s, bound_s = statistics.median(t_run[k]), statistics.median(t_bound[k])
+            n_calls = calls["plain"] + calls["feature"]
             rows.append({"method": name, "batch": batch, "nfe": nfe, "variant": k,
-                         "seconds": round(best[k], 5), "images_per_s": round(ips, 2),
-                         "call_ms": round(call[k] * 1e3, 3), "bound_images_per_s": round(bound, 2),
-                         "ratio_to_bound": round(ips / bound, 4),
-                         "speedup_vs_eager": round(best["eager"] / best[k], 4),
+                         "plain_calls": calls["plain"], "feature_calls": calls["feature"], "pairs": repeats,
+                         "seconds": round(run_s, 5), "images_per_s": round(batch / run_s, 2),
+                         "call_ms": round(bound_s / n_calls * 1e3, 3),
+                         "bound_images_per_s": round(batch / bound_s, 2),
+                         "ratio_median": round(statistics.median(ratios), 4),
+                         "ratio_iqr": round(_quantile(ratios, 0.75) - _quantile(ratios, 0.25), 4),
+                         "ratio_min_based": round(min(t_bound[k]) / min(t_run[k]), 4),
+                         "speedup_vs_eager": round(run_eager / run_s, 4),
                          "compile_s_plain": round(compile_s.get("plain", 0.0), 2) if k == "compiled" else "",
                          "compile_s_feature": round(compile_s.get("feature", 0.0), 2) if k == "compiled" else ""})
+            r = rows[-1]
+            print(f"{name:20s} b={batch:<4d} {k:9s} {r['images_per_s']:9.1f} img/s  bound {r['bound_images_per_s']:9.1f}"
+                  f"  ratio median {r['ratio_median']:.4f} (IQR {r['ratio_iqr']:.4f})  min-based "
+                  f"{r['ratio_min_based']:.4f}", flush=True)
     if do_compile and recompile_count() != graphs:
         print(f"WARNING: batch {batch}: {recompile_count() - graphs} recompilation(s) during the benchmark")
     return rows
@@ -110,7 +162,7 @@ def main(argv=None):
     ap.add_argument("--model", default="digits-8")
     ap.add_argument("--batches", default="256,64,1")
     ap.add_argument("--nfe", type=int, default=5)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=15, help="interleaved (bound, run) pairs per method and variant")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (default 1: on shared cores 2 threads were up to 17x slower; 0: 1 if load > 2)")
     ap.add_argument("--no-compile", action="store_true")
@@ -139,10 +191,12 @@ def main(argv=None):
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    print(f"{'method':20s} {'batch':>5s} {'variant':9s} {'img/s':>10s} {'bound':>10s} {'ratio':>7s} {'vs eager':>8s}")
+    print(f"{'method':20s} {'batch':>5s} {'variant':9s} {'img/s':>10s} {'bound':>10s} {'ratio':>7s} {'IQR':>7s} "
+          f"{'minratio':>8s} {'vs eager':>8s}")
     for r in rows:
         print(f"{r['method']:20s} {r['batch']:5d} {r['variant']:9s} {r['images_per_s']:10.1f} "
-              f"{r['bound_images_per_s']:10.1f} {r['ratio_to_bound']:7.3f} {r['speedup_vs_eager']:8.3f}")
+              f"{r['bound_images_per_s']:10.1f} {r['ratio_median']:7.4f} {r['ratio_iqr']:7.4f} "
+              f"{r['ratio_min_based']:8.4f} {r['speedup_vs_eager']:8.3f}")
     for r in rows:
         if r["variant"] == "compiled" and r["method"] == METHODS[0][0]:
             print(f"compile time, batch {r['batch']}: plain {r['compile_s_plain']} s, "
