@@ -66,3 +66,29 @@ def test_training_refuses_a_cache_built_for_other_settings(tmp_path, capsys):
                  "--cache", str(cache), "--quiet", "--out", str(tmp_path / "p")]) == 2
     assert "was built for M=1, this training run needs M=3" in capsys.readouterr().err
     assert not (tmp_path / "p.json").exists()
+
+
+def test_compile_flag(tmp_path, capsys, monkeypatch):
+    """--compile on goes through amed.compile (checked against eager on its first call) and gives the same images."""
+    import amed.compile
+
+    made = []
+    original = amed.compile.compile_denoiser
+
+    def quick(model, **kw):  # the 'eager' dynamo backend: the same code path, without inductor's ~40 s build
+        made.append(kw)
+        return original(model, backend="eager", **kw)
+
+    monkeypatch.setattr(amed.compile, "compile_denoiser", quick)
+    args = ["sample", "--solver", "ipndm", "--nfe", "3", "--seeds", "0-7", "--batch", "8", "--quiet"]
+    assert main(args + ["--compile", "off", "--out", str(tmp_path / "e.npz")]) == 0
+    assert main(args + ["--out", str(tmp_path / "auto.npz")]) == 0  # auto on CPU: eager
+    assert made == []
+    assert main(args + ["--compile", "on", "--out", str(tmp_path / "c.npz")]) == 0
+    assert made == [{"mode": None}]
+    with np.load(tmp_path / "e.npz") as e, np.load(tmp_path / "c.npz") as c:
+        assert np.abs(e["images"].astype(int) - c["images"].astype(int)).max() <= 1
+        assert json.loads(str(c["meta"]))["compiled"] and not json.loads(str(e["meta"]))["compiled"]
+    assert main(args + ["--compile", "reduce-overhead", "--out", str(tmp_path / "r.npz")]) == 2
+    assert "needs --device cuda" in capsys.readouterr().err
+    assert not (tmp_path / "r.npz").exists()

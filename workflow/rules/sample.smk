@@ -9,6 +9,7 @@ rule sample:
     params:
         amed=AMED,
         device=config["device"],
+        compile=grid.compile_flag(config),
         model=lambda w: DS[w.dataset]["model"],
         args=lambda w, input: grid.sample_params(config, w, input),
         seeds=lambda w: grid.shard_seeds(DS[w.dataset], w.shard),
@@ -27,4 +28,4 @@ rule sample:
     shell:
         "export OMP_NUM_THREADS={threads}; "
         "{params.amed} sample --model {params.model} {params.args} --seeds {params.seeds} --batch {params.batch} "
-        "--device {params.device} --quiet --out {output} > {log} 2>&1"
+        "--device {params.device} --compile {params.compile} --quiet --out {output} > {log} 2>&1"

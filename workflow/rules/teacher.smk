@@ -12,6 +12,7 @@ rule teacher:
     params:
         amed=AMED,
         device=config["device"],
+        compile=grid.compile_flag(config),
         model=lambda w: DS[w.dataset]["model"],
         args=lambda w, input: grid.teacher_params(config, w, input),
         cache=lambda w, output: os.path.join(os.path.dirname(output[0]), "cache"),
@@ -28,5 +29,6 @@ rule teacher:
         "../envs/amed.yaml"
     shell:
         "export OMP_NUM_THREADS={threads}; "
-        "{params.amed} teacher --model {params.model} {params.args} --device {params.device} --quiet "
+        "{params.amed} teacher --model {params.model} {params.args} --device {params.device} "
+        "--compile {params.compile} --quiet "
         "--out {params.cache} > {log} 2>&1 && cp {params.cache}/meta.json {output}"

@@ -230,6 +230,12 @@ def method(config, w) -> dict:
     return methods(config)[w.dataset][w.method]
 
 
+def compile_flag(config) -> str:
+    """`amed --compile` value of the config's compile key (YAML reads bare on/off as booleans)."""
+    c = config["compile"]
+    return {True: "on", False: "off"}.get(c, c) if isinstance(c, bool) else str(c)
+
+
 def model_args(d: dict, input=None) -> str:
     """Text-to-image datasets (Table 3): classifier-free guidance and prompt i <-> seed i."""
     a = [f"--guidance {d['guidance']}"] if d["guidance"] is not None else []
