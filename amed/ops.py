@@ -99,15 +99,30 @@ def _reference(terms: Sequence[torch.Tensor], coeffs: Sequence) -> torch.Tensor:
     return out
 
 
-# The fused kernel pays a fixed launch cost (~35 us of host time through kernels.lincomb on an H200,
-# against ~8 us per torch addcmul) and saves memory traffic; it wins once the update moves a few MB.
-# Measured with benchmarks/bench_kernels.py (H200): K=2 at 786k elements per term: unfused 48 us vs
-# fused 56 us; K=5 at 786k: 95 vs 57 us; K=2 at 3.1M: 39 vs 35 us. Threshold on numel x (K + 1).
-FUSED_MIN_TRAFFIC = 1 << 22
+# The fused kernel pays a fixed host cost per launch (Triton's launcher plus building the [B, K]
+# coefficients) and saves memory traffic; it wins once an update moves tens of MB. Measured on an H200
+# (benchmarks/bench_kernels.py, benchmarks/solver_overhead.py, NOTES.md): at 3x64x64 x 256 (3.1M elements
+# per term) a whole DDIM/iPNDM sampling step with every update fused cost 0.2 ms more than unfused torch,
+# while at 3x256x256 x 64 (12.6M) one K=2 update takes 42 us fused vs 118 us unfused. Threshold on the
+# elements moved, numel x (K + 1).
+FUSED_MIN_TRAFFIC = 1 << 24
+_ONES: dict = {}  # (value, B, device) -> a cached [B] float64 constant column
 
 
 def _worth_fusing(x: torch.Tensor, k: int) -> bool:
     return x.numel() * (k + 1) >= FUSED_MIN_TRAFFIC
+
+
+def _column(c, B: int, device) -> torch.Tensor:
+    if isinstance(c, torch.Tensor):
+        return c if c.device == device and c.dtype == torch.float64 else c.to(device=device, dtype=torch.float64)
+    key = (float(c), B, device)
+    col = _ONES.get(key)
+    if col is None:
+        if len(_ONES) > 64:
+            _ONES.clear()
+        col = _ONES[key] = torch.full((B,), float(c), device=device, dtype=torch.float64)
+    return col
 
 
 def lincomb(terms: Sequence[torch.Tensor], coeffs: Sequence) -> torch.Tensor:
@@ -121,8 +136,12 @@ def lincomb(terms: Sequence[torch.Tensor], coeffs: Sequence) -> torch.Tensor:
             not any(t.requires_grad for t in terms) and \
             not any(isinstance(c, torch.Tensor) and c.requires_grad for c in coeffs):
         if _fused_kernel():
-            B = x.shape[0]
-            cols = [c.to(device=x.device, dtype=torch.float32) if isinstance(c, torch.Tensor) else
-                    torch.full((B,), float(c), device=x.device, dtype=torch.float32) for c in coeffs]
-            return _fused(list(terms), torch.stack(cols, dim=1))
+            from kernels.lincomb import _lincomb_triton, triton_available  # noqa: PLC0415
+
+            if triton_available() and x.dtype in (torch.float32, torch.float16, torch.bfloat16) and \
+                    all(t.shape == x.shape and t.dtype == x.dtype and t.device == x.device for t in terms):
+                B = x.shape[0]
+                coef = torch.stack([_column(c, B, x.device) for c in coeffs], dim=1)  # [B, K] float64
+                return _lincomb_triton(list(terms), coef, None)  # consistent by construction: no re-check
+            return _fused(list(terms), torch.stack([_column(c, x.shape[0], x.device) for c in coeffs], dim=1))
     return _reference(terms, coeffs)

@@ -19,7 +19,7 @@ from dataclasses import replace
 import torch
 
 from .predictor import AMEDConfig, AMEDPredictor
-from .sampling import ModelCall, _check_finite
+from .sampling import FiniteWatch, ModelCall
 from .schedules import get_schedule
 from .solvers import DPM2, Solver, State, UniPC, make_solver
 
@@ -116,21 +116,24 @@ def run_amed(denoiser, noise: torch.Tensor, predictor: AMEDPredictor, keep_traje
     config = predictor.config
     check_model(config, denoiser, noise)
     solver = student_solver(config)
-    grid = student_grid(config).to(noise.device)
+    grid_cpu = student_grid(config)
+    grid = grid_cpu.to(noise.device)
     B = noise.shape[0]
     model = ModelCall(denoiser, afs=config.afs, features=True)
     predictor = predictor.to(noise.device)
-    x = noise * float(grid[0])
+    x = noise * float(grid_cpu[0])
     traj = [x] if keep_trajectory else None
     state = init_state(config, solver)
+    watch = FiniteWatch(f"amed[{config.solver}]", grid_cpu)
     for n in range(grid.numel() - 1):
         x, state, rca = amed_interval(config, solver, predictor, x, grid[n].expand(B), grid[n + 1].expand(B),
                                       model, state)
-        _check_finite(x, f"amed[{config.solver}]", n, float(grid[n]), float(grid[n + 1]))
+        watch.step(x, n)
         if coefficients is not None:
             coefficients.append(tuple(v.detach().cpu() for v in rca))
         if keep_trajectory:
             traj.append(x)
+    watch.done()
     if model.nfe != config.nfe:
         raise RuntimeError(f"amed[{config.solver}]: made {model.nfe} network calls, the record says NFE={config.nfe}")
     return torch.stack(traj) if keep_trajectory else x

@@ -155,11 +155,36 @@ def plan(solver: str, nfe: int | None = None, schedule: str | Sequence[float] | 
     return Plan(solver=solver, nfe=int(nfe), afs=bool(afs), steps=steps, grid=grid)
 
 
-def _check_finite(x: Tensor, solver: str, i: int, t_cur: float, t_next: float) -> None:
-    if not math.isfinite(float(torch.sum(x, dtype=torch.float32))):  # NaN/inf propagate: one cheap reduction
+class FiniteWatch:
+    """Raises FloatingPointError naming the first step whose state is not finite.
+
+    NaN/inf propagate, so one sum per step finds them. On the CPU each step is checked at once. On
+    CUDA the sums stay on the device and are checked once, in ``done()``: a per-step ``float()`` would
+    synchronise the host with the GPU at every step and stop it from queueing the next step's work
+    while the network runs (the error, when there is one, comes after the last step instead).
+    """
+
+    def __init__(self, solver: str, grid: Tensor):
+        self.solver, self.grid = solver, grid.detach().cpu()
+        self.sums: list[Tensor] = []
+
+    def step(self, x: Tensor, i: int) -> None:
+        s = torch.sum(x.detach(), dtype=torch.float32)
+        if x.is_cuda:
+            self.sums.append(s)
+        elif not math.isfinite(float(s)):
+            self._raise(i)
+
+    def done(self) -> None:
+        if self.sums:
+            bad = (~torch.isfinite(torch.stack(self.sums))).nonzero()
+            if bad.numel():
+                self._raise(int(bad[0]))
+
+    def _raise(self, i: int):
         raise FloatingPointError(
-            f"{solver}: non-finite state after step {i} (sigma {t_cur:.6g} -> {t_next:.6g}); "
-            f"try more NFE, another schedule, or check the denoiser")
+            f"{self.solver}: non-finite state after step {i} (sigma {float(self.grid[i]):.6g} -> "
+            f"{float(self.grid[i + 1]):.6g}); try more NFE, another schedule, or check the denoiser")
 
 
 class _Default:
@@ -210,15 +235,17 @@ def _run(denoiser, noise: Tensor, args: dict, predictor, keep_trajectory: bool, 
     model = ModelCall(denoiser, afs=p.afs)
     B = noise.shape[0]
     grid = p.grid.to(noise.device)
-    x = noise * float(grid[0])
+    x = noise * float(p.grid[0])
     traj = [x] if keep_trajectory else None
     state = method.init_state(p.steps)
+    watch = FiniteWatch(solver, p.grid)
     for i in range(p.steps):
         t_cur, t_next = grid[i].expand(B), grid[i + 1].expand(B)
         x, state = method.step(x, t_cur, t_next, model, state)
-        _check_finite(x, solver, i, float(grid[i]), float(grid[i + 1]))
+        watch.step(x, i)
         if keep_trajectory:
             traj.append(x)
+    watch.done()
     if model.nfe != p.nfe:  # the accounting is part of the contract
         raise RuntimeError(f"{solver}: made {model.nfe} network calls, planned {p.nfe}")
     return torch.stack(traj) if keep_trajectory else x

@@ -15,7 +15,12 @@ Robust on a shared machine: for each method and variant, ``--repeats`` pairs of 
 sampling run) are timed back to back, alternating which comes first, and eager / compiled alternate
 within each pair. Reported: ``ratio_median``, the median over pairs of bound time / run time (= images/s
 / bound images/s; 1 means the solver is free), ``ratio_iqr`` (its interquartile range), and
-``ratio_min_based`` (fastest bound / fastest run). Warm-up and compilation are excluded; the compile
+``ratio_min_based`` (fastest bound / fastest run); on the CPU also ``ratio_same_run_median`` /
+``ratio_same_run_min``, the bound taken from the run itself (the wall time of its own NFE network calls,
+timed by a proxy, / the run's wall time: immune to the machine's speed drifting between two runs, which
+makes the separately timed ratio scatter by up to +-10% on a shared VM), and ``ratio_median_cputime`` and
+``ratio_iqr_cputime``, the same ratio in CPU seconds of this process (``time.process_time``), which a
+job preempted by other processes does not inflate. Warm-up and compilation are excluded; the compile
 time of each path (plain, feature) is reported separately. AMED methods use an untrained predictor
 (same cost as a trained one).
 """
@@ -57,6 +62,26 @@ def _sampler(model, noise, kw, nfe):
     return lambda m: amed.sample(m, noise, nfe=nfe, **kw)
 
 
+class Timed:
+    """Forwards to the model and adds up the wall time spent inside its calls (CPU runs only)."""
+
+    def __init__(self, model):
+        self.model, self.info = model, model.info
+        self.inside = 0.0
+
+    def __call__(self, x, sigma):
+        t = time.perf_counter()
+        out = self.model(x, sigma)
+        self.inside += time.perf_counter() - t
+        return out
+
+    def with_feature(self, x, sigma):
+        t = time.perf_counter()
+        out = self.model.with_feature(x, sigma)
+        self.inside += time.perf_counter() - t
+        return out
+
+
 class Recording:
     """Forwards to the model and records every call (kind, x, sigma), to replay them as the bound."""
 
@@ -79,11 +104,12 @@ def _sync():
 
 
 def _time(fn):
+    """(wall seconds, CPU seconds of this process) of one call."""
     _sync()
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     fn()
     _sync()
-    return time.perf_counter() - t
+    return time.perf_counter() - t, time.process_time() - c
 
 
 def _quantile(v, q):
@@ -124,17 +150,24 @@ def bench_batch(model, batch, nfe, repeats, do_compile, compile_kw, device="cpu"
             bound(m)
         t_bound = {k: [] for k in variants}
         t_run = {k: [] for k in variants}
+        c_bound = {k: [] for k in variants}
+        c_run = {k: [] for k in variants}
+        same_run = {k: [] for k in variants}
+        on_cpu = torch.device(device).type == "cpu"
         for i in range(repeats):  # interleaved pairs; alternate which half of a pair goes first
             for k, m in variants.items():
-                if i % 2 == 0:
-                    t_bound[k].append(_time(lambda m=m: bound(m)))
-                    t_run[k].append(_time(lambda m=m: run(m)))
-                else:
-                    t_run[k].append(_time(lambda m=m: run(m)))
-                    t_bound[k].append(_time(lambda m=m: bound(m)))
+                timed = Timed(m) if on_cpu else m
+                order = [("bound", lambda m=m: bound(m)), ("run", lambda timed=timed: run(timed))]
+                for what, fn in (order if i % 2 == 0 else order[::-1]):
+                    wall, cpu = _time(fn)
+                    (t_bound if what == "bound" else t_run)[k].append(wall)
+                    (c_bound if what == "bound" else c_run)[k].append(cpu)
+                    if what == "run" and on_cpu:
+                        same_run[k].append(timed.inside / wall)  # the run's own network time / its wall time
         run_eager = statistics.median(t_run["eager"])
         for k in variants:
             ratios = [b / r for b, r in zip(t_bound[k], t_run[k])]
+            cpu_ratios = [b / r for b, r in zip(c_bound[k], c_run[k])]
             run_s, bound_s = statistics.median(t_run[k]), statistics.median(t_bound[k])
             n_calls = calls["plain"] + calls["feature"]
             rows.append({"method": name, "batch": batch, "nfe": nfe, "variant": k,
@@ -145,13 +178,21 @@ def bench_batch(model, batch, nfe, repeats, do_compile, compile_kw, device="cpu"
                          "ratio_median": round(statistics.median(ratios), 4),
                          "ratio_iqr": round(_quantile(ratios, 0.75) - _quantile(ratios, 0.25), 4),
                          "ratio_min_based": round(min(t_bound[k]) / min(t_run[k]), 4),
+                         # CPU time of the process (one thread): immune to preemption by other jobs
+                         "ratio_median_cputime": round(statistics.median(cpu_ratios), 4) if on_cpu else "",
+                         "ratio_iqr_cputime": round(_quantile(cpu_ratios, 0.75) - _quantile(cpu_ratios, 0.25), 4)
+                         if on_cpu else "",
+                         # the bound from the same run: its NFE network calls' own time / the run's wall time
+                         "ratio_same_run_median": round(statistics.median(same_run[k]), 5) if on_cpu else "",
+                         "ratio_same_run_min": round(min(same_run[k]), 5) if on_cpu else "",
                          "speedup_vs_eager": round(run_eager / run_s, 4),
                          "compile_s_plain": round(compile_s.get("plain", 0.0), 2) if k == "compiled" else "",
                          "compile_s_feature": round(compile_s.get("feature", 0.0), 2) if k == "compiled" else ""})
             r = rows[-1]
             print(f"{name:20s} b={batch:<4d} {k:9s} {r['images_per_s']:9.1f} img/s  bound {r['bound_images_per_s']:9.1f}"
                   f"  ratio median {r['ratio_median']:.4f} (IQR {r['ratio_iqr']:.4f})  min-based "
-                  f"{r['ratio_min_based']:.4f}", flush=True)
+                  f"{r['ratio_min_based']:.4f}  CPU-time ratio {r['ratio_median_cputime']} "
+                  f"(IQR {r['ratio_iqr_cputime']})", flush=True)
     if do_compile and recompile_count() != graphs:
         print(f"WARNING: batch {batch}: {recompile_count() - graphs} recompilation(s) during the benchmark")
     return rows

@@ -122,17 +122,17 @@ def _kernel():
         idx = b.to(tl.int64) * n + offs
         c_row = c_ptr + b * stride_cb  # stride_cb = 0 for shared [K] coefficients
         # Accumulate in fp32: acc = c0*t0 + c1*t1 + ... (same order as the reference).
-        acc = tl.load(c_row) * tl.load(t0 + idx, mask=mask, other=0.0).to(tl.float32)
+        acc = tl.load(c_row).to(tl.float32) * tl.load(t0 + idx, mask=mask, other=0.0).to(tl.float32)
         if K > 1:
-            acc += tl.load(c_row + 1) * tl.load(t1 + idx, mask=mask, other=0.0).to(tl.float32)
+            acc += tl.load(c_row + 1).to(tl.float32) * tl.load(t1 + idx, mask=mask, other=0.0).to(tl.float32)
         if K > 2:
-            acc += tl.load(c_row + 2) * tl.load(t2 + idx, mask=mask, other=0.0).to(tl.float32)
+            acc += tl.load(c_row + 2).to(tl.float32) * tl.load(t2 + idx, mask=mask, other=0.0).to(tl.float32)
         if K > 3:
-            acc += tl.load(c_row + 3) * tl.load(t3 + idx, mask=mask, other=0.0).to(tl.float32)
+            acc += tl.load(c_row + 3).to(tl.float32) * tl.load(t3 + idx, mask=mask, other=0.0).to(tl.float32)
         if K > 4:
-            acc += tl.load(c_row + 4) * tl.load(t4 + idx, mask=mask, other=0.0).to(tl.float32)
+            acc += tl.load(c_row + 4).to(tl.float32) * tl.load(t4 + idx, mask=mask, other=0.0).to(tl.float32)
         if K > 5:
-            acc += tl.load(c_row + 5) * tl.load(t5 + idx, mask=mask, other=0.0).to(tl.float32)
+            acc += tl.load(c_row + 5).to(tl.float32) * tl.load(t5 + idx, mask=mask, other=0.0).to(tl.float32)
         tl.store(out_ptr + idx, acc.to(out_ptr.dtype.element_ty), mask=mask)
 
     return _lincomb_kernel
@@ -164,7 +164,8 @@ def _lincomb_triton(terms, coeffs, out, block: Optional[int] = None, num_warps: 
     kernel = _kernel()
     k = len(terms)
     flat = [t if t.is_contiguous() else t.contiguous() for t in terms]
-    c = coeffs if coeffs.dtype == torch.float32 and coeffs.is_contiguous() else \
+    # float32 or float64 coefficients are read as they are (the kernel casts each to fp32): no cast launch
+    c = coeffs if coeffs.dtype in (torch.float32, torch.float64) and coeffs.is_contiguous() else \
         coeffs.to(torch.float32).contiguous()
     stride_cb = c.stride(0) if c.dim() == 2 else 0
     direct = out is not None and out.is_contiguous()

@@ -253,3 +253,12 @@ def test_default_config_by_dtype():
     for dt in (torch.float16, torch.bfloat16):  # 32 bytes per operand per thread either way
         block, warps = lc.default_config(dt)
         assert block * 2 // (warps * 32) == 1024 * 4 // (4 * 32) == 32
+
+
+@needs_triton
+def test_triton_reads_float64_coefficients_as_they_are():
+    terms, coeffs = _make((3, 1025), 3, torch.float32)
+    c64 = coeffs.double()
+    y = lc._lincomb_triton(terms, c64, None)
+    torch.testing.assert_close(y, lincomb_reference(terms, c64), rtol=1e-6, atol=1e-6)
+

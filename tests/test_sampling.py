@@ -206,3 +206,24 @@ def test_import_without_optional_packages():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr
+
+
+def test_finite_watch_names_the_first_bad_step_when_deferred():
+    """On CUDA the per-step sums are checked once at the end (no host sync per step); the error is the same."""
+    from amed.sampling import FiniteWatch
+
+    watch = FiniteWatch("ipndm", torch.tensor([80.0, 10.0, 1.0, 0.002]))
+    watch.sums = [torch.tensor(3.0), torch.tensor(float("inf")), torch.tensor(float("nan"))]  # as CUDA steps leave them
+    with pytest.raises(FloatingPointError, match=r"ipndm: non-finite state after step 1 \(sigma 10 -> 1\)"):
+        watch.done()
+    FiniteWatch("ddim", torch.tensor([1.0, 0.5])).done()  # nothing recorded: nothing to raise
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the deferred check runs on CUDA tensors")
+def test_non_finite_state_on_cuda_is_reported_after_the_loop():
+    def bad(x, sigma):
+        return torch.where(sigma.view(-1, 1, 1, 1) < 1.0, torch.full_like(x, float("nan")), 0.5 * x)
+
+    noise = torch.randn(2, 1, 4, 4, device="cuda")
+    with pytest.raises(FloatingPointError, match="non-finite state after step"):
+        amed.sample(bad, noise, solver="ddim", nfe=5)
