@@ -9,7 +9,6 @@ against the data set; for the AMED methods also the CPU training time. Writes re
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import sys
 import time
@@ -17,6 +16,8 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks._common import write_csv  # noqa: E402
 
 import amed  # noqa: E402
 from amed.features import digit_features  # noqa: E402
@@ -86,11 +87,7 @@ def main(argv=None):
         rows.append({"method": name, "nfe": args.nfe, "l2_to_truth": err, "fd_digits": fd, "train_seconds": round(dt, 1)})
         print(f"{name:48s} L2 {err:.4f}  FD {fd:.2f}  train {dt:.0f}s", flush=True)
     out = args.out or f"results/bench/amed_{args.model}_nfe{args.nfe}.csv"
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(out, rows)
     print(f"-> {out}")
 
 

@@ -14,7 +14,6 @@ network calls on the same batch. Needs CUDA.
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import statistics
 import sys
@@ -23,6 +22,8 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks._common import write_csv  # noqa: E402
 
 import amed  # noqa: E402
 from amed import ops  # noqa: E402
@@ -83,13 +84,7 @@ def main(argv=None) -> int:
                          "fused_ratio_to_bound": round(med["bound"] / med["fused"], 4),
                          "unfused_ratio_to_bound": round(med["bound"] / med["unfused"], 4)})
             print(rows[-1], flush=True)
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    tmp = args.out + ".tmp"
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, args.out)
+    write_csv(args.out, rows)
     print(f"bench_fused_loop: {len(rows)} rows -> {args.out}")
     return 0
 

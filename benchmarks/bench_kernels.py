@@ -17,7 +17,6 @@ rows ``triton[BLOCK/warps]`` for other launch configurations at the largest shap
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import statistics
 import sys
@@ -26,6 +25,8 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks._common import write_csv  # noqa: E402
 from kernels import lincomb, lincomb_reference, triton_available  # noqa: E402
 from kernels.lincomb import _lincomb_triton  # noqa: E402
 
@@ -134,11 +135,7 @@ def main(argv=None) -> int:
                         print(f"{rows[-1]['shape']:>7} b={batch:<3} {dname} K={k} {m:<18} "
                               f"{rows[-1]['time_us']:>9} us (lat {rows[-1]['latency_us']:>9}) "
                               f"{rows[-1]['gbps']:>8} GB/s {rows[-1]['frac_of_copy']}", flush=True)
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=FIELDS)
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(args.out, rows, FIELDS)
     print(f"bench_kernels: wrote {len(rows)} rows to {args.out}")
     return 0
 

@@ -28,7 +28,6 @@ time of each path (plain, feature) is reported separately. AMED methods use an u
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import statistics
 import sys
@@ -38,6 +37,8 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks._common import write_csv  # noqa: E402
 
 import amed  # noqa: E402
 from amed.predictor import AMEDPredictor  # noqa: E402
@@ -227,11 +228,7 @@ def main(argv=None):
     rows = []
     for batch in [int(b) for b in args.batches.split(",")]:
         rows += bench_batch(model, batch, args.nfe, args.repeats, not args.no_compile, compile_kw, args.device)
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(args.out, rows)
     print(f"{'method':20s} {'batch':>5s} {'variant':9s} {'img/s':>10s} {'bound':>10s} {'ratio':>7s} {'IQR':>7s} "
           f"{'minratio':>8s} {'vs eager':>8s}")
     for r in rows:

@@ -28,7 +28,6 @@ The model is wrapped in a timing proxy, and the wall time of each run is split i
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import sys
 import tempfile
@@ -37,6 +36,8 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks._common import write_csv  # noqa: E402
 
 import amed  # noqa: E402
 from amed.training import build_teacher_cache, default_config  # noqa: E402
@@ -187,11 +188,7 @@ def main(argv=None):
         amed.train_predictor(timed, shape, num_trajectories=n, batch=batch, cache=cache, **SETTINGS)
         rows.append(_row("from-cache", timed, time.perf_counter() - t, n, batch, threads, spent["s"]))
 
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=FIELDS)
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(args.out, rows, FIELDS)
     for r in rows:
         print(f"{r['run']:20s} {r['s_per_1000_traj']:9.2f} s/1000 traj  network {r['network_share']:6.1%}  "
               f"teacher {r['teacher_fwd_s']} s ({r['teacher_calls']})  feature {r['feature_fwd_s']} s "

@@ -14,7 +14,6 @@ Writes ``<out>/embedded_quality_<model>.csv`` with columns metric, solver, sched
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 import time
 from pathlib import Path
@@ -23,6 +22,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from benchmarks._common import write_csv  # noqa: E402
 
 import amed  # noqa: E402
 from amed.features import digit_features  # noqa: E402
@@ -109,10 +110,7 @@ def main(argv=None) -> int:
 
     a.out.mkdir(parents=True, exist_ok=True)
     path = a.out / f"embedded_quality_{a.model}.csv"
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(path, rows)
     print(f"wrote {path}")
     return 0
 

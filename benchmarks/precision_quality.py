@@ -16,7 +16,6 @@ on the CPU with a note.
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import sys
 import time
@@ -24,6 +23,8 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks._common import write_csv  # noqa: E402
 
 import amed  # noqa: E402
 from amed.compile import compile_denoiser  # noqa: E402
@@ -144,13 +145,7 @@ def main(argv=None) -> int:
             print(" ".join(f"{k}={v}" for k, v in row.items() if k not in ("device", "n", "nfe")), flush=True)
         if opts is not None and hasattr(net, "release"):
             net.release()
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    tmp = args.out + ".tmp"
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=FIELDS)
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, args.out)
+    write_csv(args.out, rows, FIELDS)
     print(f"precision_quality: {len(rows)} rows -> {args.out}")
     return 0
 

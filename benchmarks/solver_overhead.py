@@ -27,7 +27,6 @@ EDM-preconditioned conv net at 3 x res x res (~0.3 M parameters).
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import statistics
 import sys
@@ -36,6 +35,8 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks._common import write_csv  # noqa: E402
 
 import amed  # noqa: E402
 from amed import ops  # noqa: E402
@@ -222,11 +223,7 @@ def main(argv=None):
                 print(f"{name:20s} b={batch:<4d} {b:8s} network {r['network_ms_per_call']:9.3f} ms/call  "
                       f"outside {r['outside_ms_per_step']:8.3f} ms/step  step ratio min {r['step_ratio_min']:.3%} "
                       f"median {r['step_ratio_median']:.3%}  overhead median {r['overhead_median']:.3%}", flush=True)
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=FIELDS)
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(args.out, rows, FIELDS)
     big = max(r["batch"] for r in rows)
     worst = max((r for r in rows if r["batch"] == big), key=lambda r: r["overhead_median"])
     print(f"batch {big}: largest overhead (median) {worst['overhead_median']:.3%} ({worst['method']}, "
