@@ -35,7 +35,7 @@ _DTYPES = {"float16": np.float16, "float32": np.float32}
 def cache_meta(*, model: str, model_sha256: str | None, teacher: str, teacher_options: dict, schedule: str,
                rho: float | None, sigma_min: float, sigma_max: float, num_points: int, M: int, grid: Sequence[float],
                shape: Sequence[int], first_seed: int, num_seeds: int, dtype: str, shard_size: int,
-               guidance: float | None = None) -> dict:
+               guidance: float | None = None, conditioning: str | None = None) -> dict:
     """The identity of a cache: every field must match for the cache to be used."""
     if dtype not in _DTYPES:
         raise ValueError(f"cache dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
@@ -46,7 +46,7 @@ def cache_meta(*, model: str, model_sha256: str | None, teacher: str, teacher_op
             "sigma_max": float(sigma_max), "num_points": int(num_points), "M": int(M),
             "grid": [float(t) for t in grid], "shape": [int(s) for s in shape], "first_seed": int(first_seed),
             "num_seeds": int(num_seeds), "dtype": dtype, "shard_size": int(shard_size),
-            "guidance": None if guidance is None else float(guidance)}
+            "guidance": None if guidance is None else float(guidance), "conditioning": conditioning}
 
 
 class TeacherCache:

@@ -78,24 +78,28 @@ def _load_model(args, device):
     return model
 
 
-def _maybe_compile(model, setting: str, device):
-    """--compile: auto (amed.compile.should_compile: CUDA yes, CPU no), on, off, or reduce-overhead (CUDA graphs).
+def _maybe_compile(model, setting: str, device, text_to_image: bool = False):
+    """--compile: auto, on, off, or reduce-overhead (CUDA graphs).
 
-    Compiles lazily, once per batch shape, and checks the first compiled call of each path against eager
-    (a CompileMismatch is an error, not a silent change of the samples).
+    auto compiles on CUDA only (amed.compile.should_compile; on the CPU 1.2x does not repay the compile),
+    and not text-to-image models (compiled Stable Diffusion is untested here, and CFG amplifies compiled-vs-
+    eager differences); if compiling or the first-call check against eager fails, auto warns and stays
+    eager. on / reduce-overhead compile whatever the device and make such a failure an error. Compilation
+    is lazy, once per batch shape.
     """
     from .compile import compile_denoiser, should_compile  # noqa: PLC0415
     from .models.base import Denoiser  # noqa: PLC0415
 
-    if setting == "off" or (setting == "auto" and not should_compile(device)):
+    auto = setting == "auto"
+    if setting == "off" or (auto and (not should_compile(device) or text_to_image)):
         return model
     if not isinstance(model, Denoiser):
-        if setting == "auto":
+        if auto:
             return model
         raise ValueError(f"--compile {setting} needs an amed Denoiser adapter, got {type(model).__name__}")
     if setting == "reduce-overhead" and device.type != "cuda":
         raise ValueError(f"--compile reduce-overhead (CUDA graphs) needs --device cuda, got {device}")
-    return compile_denoiser(model, mode="reduce-overhead" if setting == "reduce-overhead" else None)
+    return compile_denoiser(model, mode="reduce-overhead" if setting == "reduce-overhead" else None, fallback=auto)
 
 
 def _shape(model) -> tuple:
@@ -103,6 +107,13 @@ def _shape(model) -> tuple:
     if info is None:
         raise ValueError("the model has no ModelInfo; cannot infer the sample shape")
     return tuple(info.shape)
+
+
+def _text_to_image(args) -> bool:
+    from .models.embedded import DEFAULT  # noqa: PLC0415
+    from .models.registry import is_text_to_image  # noqa: PLC0415
+
+    return is_text_to_image(args.model or DEFAULT)
 
 
 def _sigma_range(model) -> tuple[float, float]:
@@ -154,9 +165,10 @@ def cmd_sample(args) -> int:
     import numpy as np  # noqa: PLC0415
 
     from . import load_predictor, parse_seeds, randn_seeds, sample  # noqa: PLC0415
+    from .plugin import model_guidance  # noqa: PLC0415
 
     device = _device(args.device)
-    model = _maybe_compile(_load_model(args, device), args.compile, device)
+    model = _maybe_compile(_load_model(args, device), args.compile, device, _text_to_image(args))
     shape = _shape(model)
     seeds = parse_seeds(args.seeds)
     predictor = load_predictor(args.predictor) if args.predictor else None
@@ -181,7 +193,7 @@ def cmd_sample(args) -> int:
     imgs = np.concatenate(images)
     meta = {"model": getattr(getattr(model, "info", None), "name", args.model), "predictor": args.predictor,
             "compiled": type(model).__name__ == "CompiledDenoiser",
-            "guidance": getattr(model, "guidance_scale", None), "prompts": args.prompts,
+            "guidance": model_guidance(model), "prompts": args.prompts,
             **(kw if predictor is None else {"record": predictor.config.to_json()})}
     _save_npz(out, images=imgs, seeds=np.asarray(seeds, dtype=np.int64), meta=np.asarray(json.dumps(meta, default=str)))
     dt = time.perf_counter() - t0
@@ -227,7 +239,7 @@ def cmd_teacher(args) -> int:
     from .training import build_teacher_cache, default_config  # noqa: PLC0415
 
     device = _device(args.device)
-    model = _maybe_compile(_load_model(args, device), args.compile, device)
+    model = _maybe_compile(_load_model(args, device), args.compile, device, _text_to_image(args))
     cfg = default_config(args.solver, args.nfe, **_amed_settings(args, model))
     t0 = time.perf_counter()
     bar = _bar(args.trajectories, f"teacher {cfg.teacher} M={cfg.M}", args.quiet)
@@ -319,7 +331,8 @@ def cmd_fid(args) -> int:
             break
         with np.load(p) as f:
             images = f["images"][:left]
-        moments.add(_metric_features(images, args.metric))
+        if len(images):
+            moments.add(_metric_features(images, args.metric))
         left -= len(images)
     mu, sigma = moments.stats()
     if mu.shape != mu_r.shape:
@@ -403,8 +416,8 @@ def _amed_args(p):
 
 def _compile_arg(p):
     p.add_argument("--compile", default="auto", choices=["auto", "on", "off", "reduce-overhead"],
-                   help="torch.compile the network: auto = on for CUDA, off for CPU (1.2x there, after a ~40 s "
-                        "compile); reduce-overhead adds CUDA graphs")
+                   help="torch.compile the network: auto = on for CUDA (eager if it fails; not text-to-image "
+                        "models), off for CPU (1.2x there, after a ~40 s compile); reduce-overhead adds CUDA graphs")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -459,7 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    for name in ("nfe", "batch", "trajectories"):
+    for name in ("nfe", "batch", "trajectories", "num"):
         v = getattr(args, name, None)
         if v is not None and v < 1:
             print(f"amed {args.cmd}: --{name} must be >= 1, got {v}", file=sys.stderr)
@@ -470,9 +483,11 @@ def main(argv=None) -> int:
         print(f"amed {args.cmd}: {e}", file=sys.stderr)
         return 2
     except RuntimeError as e:  # missing optional parts (Inception weights, downloads): one line, not a traceback
-        if type(e).__name__ not in ("InceptionUnavailable", "DownloadError", "CompileMismatch"):
+        name = type(e).__name__
+        if name not in ("InceptionUnavailable", "DownloadError", "CompileMismatch", "CompileFailed"):
             raise
-        print(f"amed {args.cmd}: {e}", file=sys.stderr)
+        hint = " (--compile off runs the network eagerly)" if name == "CompileFailed" else ""
+        print(f"amed {args.cmd}: {e}{hint}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"amed {args.cmd}: interrupted", file=sys.stderr)

@@ -50,7 +50,8 @@ import torch
 
 from .models.base import Denoiser, _as_batch_sigma, channel_mean_feature
 
-__all__ = ["compile_denoiser", "should_compile", "CompiledDenoiser", "CompileMismatch", "recompile_count",
+__all__ = ["compile_denoiser", "should_compile", "CompiledDenoiser", "CompileMismatch", "CompileFailed",
+           "recompile_count",
            "FP32_TOL", "CUDA_TOL", "AUTOCAST_TOL"]
 
 FP32_TOL = 1e-4  # max|compiled - eager| <= tol * max(1, max|eager|), for D and for h (CPU, float32)
@@ -60,6 +61,10 @@ AUTOCAST_TOL = 3e-2
 
 class CompileMismatch(RuntimeError):
     """Compiled and eager outputs differ beyond the stated tolerance."""
+
+
+class CompileFailed(RuntimeError):
+    """torch.compile could not build or run the network (no C++ compiler, no Triton, an unsupported op ...)."""
 
 
 def should_compile(device) -> bool:
@@ -93,7 +98,8 @@ class CompiledDenoiser(Denoiser):
     """
 
     def __init__(self, inner: Denoiser, *, mode: str | None = None, backend: str = "inductor", check: bool = True,
-                 channels_last: bool = False, autocast: torch.dtype | None = None, tol: float | None = None):
+                 channels_last: bool = False, autocast: torch.dtype | None = None, tol: float | None = None,
+                 fallback: bool = False):
         super().__init__()
         if isinstance(inner, CompiledDenoiser):
             raise ValueError("the denoiser is already compiled")
@@ -102,6 +108,7 @@ class CompiledDenoiser(Denoiser):
         self.inner = inner
         self.info = inner.info
         self.mode, self.backend, self.check = mode, backend, bool(check)
+        self.fallback, self.fell_back = bool(fallback), None  # fell_back: the reason, once eager took over
         self.channels_last, self.autocast = bool(channels_last), autocast
         self.tol = float(tol) if tol is not None else (AUTOCAST_TOL if autocast is not None else None)
         self.compile_seconds = {"plain": 0.0, "feature": 0.0}
@@ -146,6 +153,29 @@ class CompiledDenoiser(Denoiser):
     # -- calls -------------------------------------------------------------------------------------
 
     def _run(self, which: str, x, sigma):
+        if self.fell_back is not None:
+            return self.inner.denoise(x, sigma) if which == "plain" else self.inner.with_feature(x, sigma)
+        if not self.fallback:
+            return self._run_compiled(which, x, sigma)
+        try:
+            return self._run_compiled(which, x, sigma)
+        except (CompileFailed, CompileMismatch) as e:  # first call only: later calls cannot raise these
+            import warnings  # noqa: PLC0415
+
+            self.fell_back = str(e)
+            warnings.warn(f"{e}; continuing with the eager network", RuntimeWarning, stacklevel=3)
+            return self._run(which, x, sigma)
+
+    @property
+    def guidance_scale(self):
+        """The inner adapter's classifier-free guidance scale (text-to-image adapters), else None."""
+        return getattr(self.inner, "guidance_scale", None)
+
+    @property
+    def conditioning_id(self):
+        return getattr(self.inner, "conditioning_id", None)
+
+    def _run_compiled(self, which: str, x, sigma):
         # One graph for float32/float64 and for expanded (stride 0) sigmas: dtype and strides are guarded.
         sigma = sigma.to(x.dtype if x.dtype.is_floating_point else sigma.dtype).clone(
             memory_format=torch.contiguous_format)
@@ -156,8 +186,10 @@ class CompiledDenoiser(Denoiser):
         if first:
             try:
                 out = fn(x, sigma)
+            except ValueError:  # the adapter's own complaint (e.g. no prompts bound): not a compiler failure
+                raise
             except Exception as e:  # no C++ compiler, no Triton, an unsupported op ...
-                raise RuntimeError(
+                raise CompileFailed(
                     f"torch.compile (backend={self.backend!r}, mode={self.mode!r}) failed on the first {which} call "
                     f"of {type(self.inner).__name__}: {type(e).__name__}: {e}; use the eager adapter "
                     f"(amed.compile.should_compile) or backend='aot_eager'") from e
@@ -206,7 +238,8 @@ class CompiledDenoiser(Denoiser):
                 raise CompileMismatch(
                     f"compiled {type(self.inner).__name__} ({which} path, mode={self.mode!r}, backend="
                     f"{self.backend!r}) differs from eager: max|{name} diff| = {err:.3g} > {bound:.3g} "
-                    f"(tol {tol:g} x max(1, max|eager|)); pass check=False to skip this check")
+                    f"(tol {tol:g} x max(1, max|eager|)); pass check=False to skip this check "
+                    f"(the amed command: --compile off)")
 
     # -- the rest of the adapter contract ----------------------------------------------------------
 
@@ -232,7 +265,7 @@ class CompiledDenoiser(Denoiser):
 
 def compile_denoiser(model: Denoiser, *, mode: str | None = None, backend: str = "inductor", check: bool = True,
                      example_batch=None, channels_last: bool = False, autocast: torch.dtype | None = None,
-                     tol: float | None = None) -> CompiledDenoiser:
+                     tol: float | None = None, fallback: bool = False) -> CompiledDenoiser:
     """``model`` with its network calls compiled once for a static shape (plain and feature paths).
 
     ``example_batch``: None (compile lazily on the first call of each path), an int B (a seeded
@@ -241,12 +274,13 @@ def compile_denoiser(model: Denoiser, *, mode: str | None = None, backend: str =
     ``check`` the first call of each path compares compiled vs eager D (and h) and raises
     CompileMismatch beyond ``tol`` x max(1, max|eager|) (default FP32_TOL = 1e-4 on CPU, CUDA_TOL = 1e-3
     on CUDA where eager convolutions use TF32, AUTOCAST_TOL = 3e-2 under autocast).
-    GPU-only options (mode="reduce-overhead", channels_last, autocast) are untested on GPU here.
+    With ``fallback`` a failed compile or a failed check on the first call of a path warns and leaves
+    every later call to the eager adapter (``fell_back`` says why) instead of raising.
     """
     if not isinstance(model, Denoiser):
         raise ValueError(f"compile_denoiser needs an amed Denoiser adapter, got {type(model).__name__}")
     compiled = CompiledDenoiser(model, mode=mode, backend=backend, check=check, channels_last=channels_last,
-                                autocast=autocast, tol=tol)
+                                autocast=autocast, tol=tol, fallback=fallback)
     if example_batch is not None:
         x, sigma = _example(model, example_batch)
         compiled.warmup(x, sigma)

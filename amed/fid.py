@@ -214,10 +214,18 @@ def inception_features(images, batch: int = 64, device=None) -> np.ndarray:
     device = torch.device(device)
     model = _inception().to(device)
     out = []
-    with torch.no_grad():
-        for i in range(0, len(x), batch):
-            chunk = torch.from_numpy(np.ascontiguousarray(x[i:i + batch])).to(device).float()
-            out.append(model(chunk).double().cpu().numpy())
+    # No TF32 on CUDA: reference statistics and samples may be featurised on different devices (a CPU
+    # fid_ref job, a GPU fid job), and TF32 convolutions would shift one side's features.
+    no_tf32 = torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=False, allow_tf32=False)
+    matmul_tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with torch.no_grad(), no_tf32:
+            for i in range(0, len(x), batch):
+                chunk = torch.from_numpy(np.ascontiguousarray(x[i:i + batch])).to(device).float()
+                out.append(model(chunk).double().cpu().numpy())
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = matmul_tf32
     return np.concatenate(out)
 
 

@@ -100,17 +100,19 @@ def _reference(terms: Sequence[torch.Tensor], coeffs: Sequence) -> torch.Tensor:
 
 
 # The fused kernel pays a fixed host cost per launch (Triton's launcher plus building the [B, K]
-# coefficients) and saves memory traffic; it wins once an update moves tens of MB. Measured on an H200
-# (benchmarks/bench_kernels.py, benchmarks/solver_overhead.py, NOTES.md): at 3x64x64 x 256 (3.1M elements
-# per term) a whole DDIM/iPNDM sampling step with every update fused cost 0.2 ms more than unfused torch,
-# while at 3x256x256 x 64 (12.6M) one K=2 update takes 42 us fused vs 118 us unfused. Threshold on the
-# elements moved, numel x (K + 1).
-FUSED_MIN_TRAFFIC = 1 << 24
+# coefficients) and saves memory traffic; it wins once a state is a few million elements. Measured on an
+# H200 (benchmarks/bench_fused_loop.py, NOTES.md): whole sampling loops with every update fused ran
+# 1.000-1.007x the speed of plain torch at 3x128x128 x 256 and 3x256x256 x 64/256, and made no difference at
+# 3x64x64 x 256 (3.1M elements). The threshold is on the state's size alone, so every update of a run
+# takes the same path whatever its number of terms.
+FUSED_MIN_NUMEL = 1 << 22
+_FUSED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _ONES: dict = {}  # (value, B, device) -> a cached [B] float64 constant column
 
 
-def _worth_fusing(x: torch.Tensor, k: int) -> bool:
-    return x.numel() * (k + 1) >= FUSED_MIN_TRAFFIC
+def _worth_fusing(x: torch.Tensor, k: int = 2) -> bool:
+    """Whether an update of K terms like ``x`` goes to the fused kernel (size, dtype, at most 6 terms)."""
+    return x.numel() >= FUSED_MIN_NUMEL and x.dtype in _FUSED_DTYPES and k <= 6
 
 
 def _column(c, B: int, device) -> torch.Tensor:
@@ -128,7 +130,7 @@ def _column(c, B: int, device) -> torch.Tensor:
 def lincomb(terms: Sequence[torch.Tensor], coeffs: Sequence) -> torch.Tensor:
     """sum_k coeffs[k] * terms[k]; coefficients are [B] float64 tensors (the first may be the float 1.0).
 
-    On CUDA, gradient-free updates that move at least ``FUSED_MIN_TRAFFIC`` elements go through the
+    On CUDA, gradient-free updates of states with at least ``FUSED_MIN_NUMEL`` elements go through the
     fused Triton kernel (fp32 accumulation); smaller ones and everything else run in plain torch.
     """
     x = terms[0]
@@ -138,7 +140,7 @@ def lincomb(terms: Sequence[torch.Tensor], coeffs: Sequence) -> torch.Tensor:
         if _fused_kernel():
             from kernels.lincomb import _lincomb_triton, triton_available  # noqa: PLC0415
 
-            if triton_available() and x.dtype in (torch.float32, torch.float16, torch.bfloat16) and \
+            if triton_available() and \
                     all(t.shape == x.shape and t.dtype == x.dtype and t.device == x.device for t in terms):
                 B = x.shape[0]
                 coef = torch.stack([_column(c, B, x.device) for c in coeffs], dim=1)  # [B, K] float64

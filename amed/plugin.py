@@ -91,6 +91,11 @@ def model_guidance(denoiser) -> float | None:
     return None if w is None else float(w)
 
 
+def model_conditioning(denoiser) -> str | None:
+    """An id of the per-seed conditioning a denoiser binds (the SD adapter: its captions list), else None."""
+    return getattr(denoiser, "conditioning_id", None)
+
+
 def check_model(config: AMEDConfig, denoiser, noise: torch.Tensor) -> None:
     """A predictor trained for one model, shape and guidance scale refuses another."""
     if config.shape is not None and tuple(noise.shape[1:]) != tuple(config.shape):

@@ -219,6 +219,10 @@ def _resolve(args: dict, predictor) -> dict:
 def _run(denoiser, noise: Tensor, args: dict, predictor, keep_trajectory: bool, schedule_kw: dict):
     if noise.ndim < 2:
         raise ValueError(f"noise must be [batch, ...], got shape {tuple(noise.shape)}")
+    info = getattr(denoiser, "info", None)
+    for k in ("sigma_min", "sigma_max"):  # unset: the model's own range (0.002..80 for EDM models, SD's table ends)
+        if isinstance(args.get(k), _Default) and isinstance(getattr(info, k, None), (int, float)):
+            args = {**args, k: _Default(float(getattr(info, k)))}
     a = _resolve(args, predictor)
     if predictor is not None and schedule_kw:
         raise ValueError(f"schedule options {sorted(schedule_kw)} cannot be combined with a predictor: "
@@ -259,7 +263,8 @@ def sample(denoiser: Callable, noise: Tensor, solver: str = _Default("ipndm"), n
     """Solve the PF-ODE from sigma_max * noise down to sigma_min; returns the final state [B, ...].
 
     ``denoiser(x, sigma)`` returns D(x; sigma) for sigma a [B] tensor. ``schedule`` is a registered
-    schedule name or an explicit decreasing grid of times. ``solver_options`` configure the solver
+    schedule name or an explicit decreasing grid of times. ``sigma_min``/``sigma_max`` default to the
+    adapter's ``info`` range when it has one (SD: 0.0292..14.6), else 0.002..80. ``solver_options`` configure the solver
     (e.g. ``{"max_order": 3, "lower_order_final": False}``). With ``predictor`` (a trained AMED
     predictor) every setting comes from the predictor's record, and an explicit setting that
     disagrees with it is a ValueError.

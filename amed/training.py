@@ -19,8 +19,8 @@ from typing import Callable
 import torch
 
 from .cache import TeacherCache, cache_meta
-from .plugin import (SINGLE_STEP, amed_interval, detach_state, init_state, model_guidance, student_grid,
-                     student_solver)
+from .plugin import (SINGLE_STEP, amed_interval, detach_state, init_state, model_conditioning, model_guidance,
+                     student_grid, student_solver)
 from .predictor import AMEDConfig, AMEDPredictor
 from .sampling import ModelCall, randn_seeds, sample_trajectory
 from .schedules import refine_schedule, teacher_indices
@@ -99,7 +99,8 @@ def build_teacher_cache(denoiser, root, config: AMEDConfig, shape, num_trajector
                       schedule=config.schedule, rho=config.rho, sigma_min=config.sigma_min,
                       sigma_max=config.sigma_max, num_points=config.num_points, M=config.M,
                       grid=student_grid(config).tolist(), shape=shape, first_seed=seeds[0], num_seeds=len(seeds),
-                      dtype=dtype, shard_size=shard_size, guidance=model_guidance(denoiser))
+                      dtype=dtype, shard_size=shard_size, guidance=model_guidance(denoiser),
+                      conditioning=model_conditioning(denoiser))
     cache = TeacherCache(root, meta)
     def compute(s):
         with conditioned(denoiser, s):
@@ -109,13 +110,15 @@ def build_teacher_cache(denoiser, root, config: AMEDConfig, shape, num_trajector
     return cache
 
 
-def _check_cache(cache: TeacherCache, config: AMEDConfig, shape, seeds: list[int]) -> None:
+def _check_cache(cache: TeacherCache, config: AMEDConfig, shape, seeds: list[int],
+                 conditioning: str | None = None) -> None:
     """A cache must hold exactly this run's teacher: same model, teacher, grid and seeds."""
     want = cache_meta(model=config.model, model_sha256=config.model_sha256, teacher=config.teacher,
                       teacher_options=config.teacher_options, schedule=config.schedule, rho=config.rho,
                       sigma_min=config.sigma_min, sigma_max=config.sigma_max, num_points=config.num_points,
                       M=config.M, grid=student_grid(config).tolist(), shape=shape, first_seed=seeds[0],
-                      num_seeds=len(seeds), dtype="float32", shard_size=1, guidance=config.guidance)
+                      num_seeds=len(seeds), dtype="float32", shard_size=1, guidance=config.guidance,
+                      conditioning=conditioning)
     for key, value in want.items():
         if key in ("num_seeds", "dtype", "shard_size"):
             continue
@@ -143,6 +146,10 @@ def train_predictor(denoiser, shape, solver: str = "amed", nfe: int = 5, *, num_
         raise ValueError(f"need num_trajectories >= 1 and batch >= 1, got {num_trajectories!r}, {batch!r}")
     if not lr > 0:
         raise ValueError(f"lr must be positive, got {lr!r}")
+    info = getattr(denoiser, "info", None)
+    for k in ("sigma_min", "sigma_max"):  # unset: the model's own range (as amed.sample)
+        if config_overrides.get(k) is None and isinstance(getattr(info, k, None), (int, float)):
+            config_overrides[k] = float(getattr(info, k))
     config = default_config(solver, nfe, **config_overrides)
     name, sha = _model_identity(denoiser)
     config.model, config.model_sha256, config.shape = name, sha, tuple(shape)
@@ -159,7 +166,7 @@ def train_predictor(denoiser, shape, solver: str = "amed", nfe: int = 5, *, num_
     seeds_all = training_seeds(seed, num_batches * batch)
     config.num_trajectories = len(seeds_all)
     if cache is not None:
-        _check_cache(cache, config, shape, seeds_all)
+        _check_cache(cache, config, shape, seeds_all, model_conditioning(denoiser))
     grid = student_grid(config).to(device)
     single_step = config.solver in SINGLE_STEP
     losses = torch.zeros(N - 1, dtype=torch.float64)

@@ -7,7 +7,7 @@ times ``amed.sample`` as a user runs it: one synchronisation at the end, so the 
 work while the GPU runs the network. The network is benchmarks/solver_overhead.py's ConvNet at
 RES x RES (3 channels), batch B. Per (size, method): the median wall time of the loop with the fused
 Triton update (``amed.ops.use_fused(True)``; ``ops.lincomb`` still keeps updates below
-``FUSED_MIN_TRAFFIC`` in torch) and with plain torch, alternating, and the bound = NFE back-to-back
+``FUSED_MIN_NUMEL`` elements in torch) and with plain torch, alternating, and the bound = NFE back-to-back
 network calls on the same batch. Needs CUDA.
 """
 

@@ -200,7 +200,7 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     net = load(args.model, args.res, device)
-    probe = torch.zeros(ops.FUSED_MIN_TRAFFIC, device=device)  # large enough for ops.lincomb to fuse
+    probe = torch.zeros(ops.FUSED_MIN_NUMEL, device=device)  # large enough for ops.lincomb to fuse
     backends = ["fused", "unfused"] if device.type == "cuda" else ["torch"]
     if "fused" in backends:
         with ops.use_fused(True):

@@ -350,3 +350,43 @@ def test_guidance_scale_is_recorded_and_checked(tmp_path):
     # Models without CFG record None and are not checked.
     assert amed.train_predictor(GMM, SHAPE, solver="ipndm", nfe=5, num_trajectories=16, batch=16,
                                 M=1).config.guidance is None
+
+
+class Captioned(Guided):
+    """A CFG stand-in bound to a captions list, identified as the SD adapter identifies its list."""
+
+    def __init__(self, captions_id):
+        super().__init__(7.5)
+        self.conditioning_id = captions_id
+
+
+def test_teacher_cache_is_bound_to_its_captions(tmp_path):
+    cfg = default_config("ipndm", 5, M=1)
+    cache = build_teacher_cache(Captioned("list-a"), tmp_path / "c", cfg, SHAPE, 16, batch=16, shard_size=16)
+    assert cache.meta["conditioning"] == "list-a"
+    amed.train_predictor(Captioned("list-a"), SHAPE, solver="ipndm", nfe=5, num_trajectories=16, batch=16, M=1,
+                         cache=cache)
+    with pytest.raises(ValueError, match="conditioning='list-a'"):
+        amed.train_predictor(Captioned("list-b"), SHAPE, solver="ipndm", nfe=5, num_trajectories=16, batch=16,
+                             M=1, cache=cache)
+
+
+def test_unset_sigma_range_comes_from_the_model():
+    from amed.models.base import ModelInfo
+
+    class Narrow:
+        info = ModelInfo(name="narrow", shape=SHAPE, sigma_min=0.03, sigma_max=14.6)
+
+        def __init__(self):
+            self.sigmas = []
+
+        def __call__(self, x, sigma):
+            self.sigmas.append(float(sigma[0]))
+            return GMM(x, sigma)
+
+    m = Narrow()
+    amed.sample(m, amed.randn_seeds(range(2), SHAPE), solver="ddim", nfe=4)
+    assert m.sigmas[0] == pytest.approx(14.6) and min(m.sigmas) > 0.03
+    p = amed.train_predictor(Narrow(), SHAPE, solver="ipndm", nfe=5, num_trajectories=16, batch=16, M=1)
+    assert (p.config.sigma_min, p.config.sigma_max) == (0.03, 14.6)
+    assert amed.sample(GMM, amed.randn_seeds(range(2), SHAPE), solver="ddim", nfe=4).shape[0] == 2  # no info: 0.002..80

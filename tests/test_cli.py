@@ -42,6 +42,7 @@ def test_sample_train_fid_round_trip(tmp_path, capsys):
     (["sample", "--model", "no-such-model"], "no-such-model"),
     (["train", "--scale-dir", "1.5", "--trajectories", "8"], "scale_dir must lie in [0, 1), got 1.5"),
     (["train", "--nfe", "4", "--trajectories", "8"], "NFE=4 is unreachable with afs=True"),
+    (["fid", "--images", "a.npz", "--ref", "r.npz", "--num", "-1"], "--num must be >= 1, got -1"),
 ])
 def test_user_mistakes_are_one_line_errors(tmp_path, capsys, argv, msg):
     out = tmp_path / "x.npz"
@@ -85,7 +86,7 @@ def test_compile_flag(tmp_path, capsys, monkeypatch):
     assert main(args + ["--out", str(tmp_path / "auto.npz")]) == 0  # auto on CPU: eager
     assert made == []
     assert main(args + ["--compile", "on", "--out", str(tmp_path / "c.npz")]) == 0
-    assert made == [{"mode": None}]
+    assert made == [{"mode": None, "fallback": False}]
     with np.load(tmp_path / "e.npz") as e, np.load(tmp_path / "c.npz") as c:
         assert np.abs(e["images"].astype(int) - c["images"].astype(int)).max() <= 1
         assert json.loads(str(c["meta"]))["compiled"] and not json.loads(str(e["meta"]))["compiled"]

@@ -103,3 +103,37 @@ def test_compiled_cuda_options(opts):
         a, b = amed.sample(compiled, noise, **kw), amed.sample(eager, noise, **kw)
         assert (a - b).abs().max().item() <= tol * max(1.0, b.abs().max().item()), (kw, opts)
     assert recompile_count() == graphs, "the sampling loop recompiled"
+
+
+def test_failed_compile_raises_or_falls_back_to_eager():
+    from amed.compile import CompileFailed, compile_denoiser
+
+    net = TinyNet()
+    x, sigma = torch.randn(B, 1, 8, 8), torch.full((B,), 2.0)
+    eager = net(x, sigma)
+
+    def broken(*_):
+        raise RuntimeError("no C++ compiler")
+
+    strict = compile_denoiser(net, backend="eager")
+    strict._plain = broken
+    with pytest.raises(CompileFailed, match="no C\\+\\+ compiler"):
+        strict(x, sigma)
+    strict.release()
+
+    lenient = compile_denoiser(net, backend="eager", fallback=True)
+    lenient._plain = broken
+    with pytest.warns(RuntimeWarning, match="continuing with the eager network"):
+        out = lenient(x, sigma)
+    assert torch.equal(out, eager) and "no C++ compiler" in lenient.fell_back
+    assert torch.equal(lenient(x, sigma), eager)  # later calls: eager, no second warning needed
+    lenient.release()
+
+    def user_error(*_):
+        raise ValueError("no prompts bound")
+
+    picky = compile_denoiser(net, backend="eager", fallback=True)
+    picky._plain = user_error  # the adapter's own complaint is not a compiler failure: it surfaces as is
+    with pytest.raises(ValueError, match="no prompts bound"):
+        picky(x, sigma)
+    picky.release()

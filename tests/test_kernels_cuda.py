@@ -20,7 +20,7 @@ def test_ops_lincomb_fuses_large_updates_on_cuda():
         plain = ops.lincomb([x, d1, d2], [1.0, 0.5 * h, -h])
     torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-5)
     small = torch.randn(B, 1, 8, 8, device="cuda")
-    assert ops.backend(small, 2) == "unfused"  # below FUSED_MIN_TRAFFIC: plain torch
+    assert ops.backend(small, 2) == "unfused"  # below FUSED_MIN_NUMEL: plain torch
 
 
 @pytest.mark.skipif(not torch.cuda.is_available() or not triton_available(), reason="needs CUDA and triton")

@@ -120,6 +120,15 @@ class SDDenoiser(Denoiser):
         device = next(self.text_encoder.parameters()).device
         return self.text_encoder(tok.input_ids.to(device))[0]
 
+    @property
+    def conditioning_id(self) -> str | None:
+        """sha256 of the bound captions list (teacher caches record it: another list is another teacher)."""
+        if self.captions is None:
+            return None
+        import hashlib  # noqa: PLC0415
+
+        return hashlib.sha256("\n".join(self.captions).encode()).hexdigest()
+
     def prompts_for(self, seeds, prompts=None) -> list[str]:
         """Prompt i for seed i: explicit prompts (a string is repeated), else ``captions[caption_index(seed)]``."""
         if prompts is not None:

@@ -28,4 +28,4 @@ rule sample:
     shell:
         "export OMP_NUM_THREADS={threads}; "
         "{params.amed} sample --model {params.model} {params.args} --seeds {params.seeds} --batch {params.batch} "
-        "--device {params.device} --compile {params.compile} --quiet --out {output} > {log} 2>&1"
+        "--device {params.device} {params.compile} --quiet --out {output} > {log} 2>&1"

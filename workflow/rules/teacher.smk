@@ -30,5 +30,5 @@ rule teacher:
     shell:
         "export OMP_NUM_THREADS={threads}; "
         "{params.amed} teacher --model {params.model} {params.args} --device {params.device} "
-        "--compile {params.compile} --quiet "
+        "{params.compile} --quiet "
         "--out {params.cache} > {log} 2>&1 && cp {params.cache}/meta.json {output}"

@@ -231,9 +231,11 @@ def method(config, w) -> dict:
 
 
 def compile_flag(config) -> str:
-    """`amed --compile` value of the config's compile key (YAML reads bare on/off as booleans)."""
+    """`--compile X` for the config's compile key, or nothing for auto (the CLI's default: jobs of an existing
+    results/ tree keep their command line). YAML reads bare on/off as booleans."""
     c = config["compile"]
-    return {True: "on", False: "off"}.get(c, c) if isinstance(c, bool) else str(c)
+    c = {True: "on", False: "off"}.get(c, c) if isinstance(c, bool) else str(c)
+    return "" if c == "auto" else f"--compile {c}"
 
 
 def model_args(d: dict, input=None) -> str:
