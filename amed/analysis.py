@@ -20,12 +20,12 @@ import numpy as np
 import torch
 
 from .predictor import AMEDConfig, atomic_write_bytes
-from .sampling import ModelCall, sample_trajectory
+from .sampling import ModelCall, conditioned, resolve_device, sample_trajectory
 from .schedules import get_schedule, refine_schedule, teacher_indices
 from .solvers import make_solver
 
 __all__ = ["trajectory_pca", "relative_alignment", "alignment_rows", "pca_rows", "coefficient_rows",
-           "read_long_csv", "condition", "sampler_pca", "long_to_markdown", "image_grid", "write_csv",
+           "read_long_csv", "load_on", "sampler_pca", "long_to_markdown", "image_grid", "write_csv",
            "plot_quality_vs_nfe", "plot_trajectory_pca", "plot_relative_alignment", "plot_coefficients",
            "write_sample_grid", "FIG5_SOLVERS", "PAPER_PROJ_ERROR", "SINGLE_STEP_PATTERN"]
 
@@ -75,12 +75,12 @@ def trajectory_pca(traj: torch.Tensor, components: int = 2, chunk: int = 256) ->
             "components": components}
 
 
-def condition(model, seeds):
-    """The model's per-seed conditioning context (class labels), or a no-op for unconditional models."""
-    import contextlib  # noqa: PLC0415
+def load_on(name: str, device="auto"):
+    """(model, device): a registered model or checkpoint, moved to ``device`` ("auto": CUDA if available), eval."""
+    from .models.registry import load_model  # noqa: PLC0415
 
-    cond = getattr(model, "condition", None)
-    return cond(list(seeds)) if cond is not None else contextlib.nullcontext()
+    device = resolve_device(device)
+    return load_model(name).to(device).eval(), device
 
 
 @torch.no_grad()
@@ -95,7 +95,7 @@ def sampler_pca(denoiser, seeds: Sequence[int], shape: Sequence[int], batch: int
     for i in range(0, len(seeds), batch):
         chunk = seeds[i:i + batch]
         noise = randn_seeds(chunk, shape, device=device)
-        with condition(denoiser, chunk):
+        with conditioned(denoiser, chunk):
             traj = sample_trajectory(denoiser, noise, **sample_kw)
         p = trajectory_pca(traj.cpu(), components)
         errs.append(p["proj_error"])

@@ -41,11 +41,9 @@ def _options(pairs) -> dict:
 
 
 def _device(name: str):
-    import torch  # noqa: PLC0415
+    from .sampling import resolve_device  # noqa: PLC0415
 
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    return resolve_device(name)
 
 
 def _load_model(args, device):
@@ -166,6 +164,7 @@ def cmd_sample(args) -> int:
 
     from . import load_predictor, parse_seeds, randn_seeds, sample  # noqa: PLC0415
     from .plugin import model_guidance  # noqa: PLC0415
+    from .sampling import conditioned  # noqa: PLC0415
 
     device = _device(args.device)
     model = _maybe_compile(_load_model(args, device), args.compile, device, _text_to_image(args))
@@ -186,7 +185,7 @@ def cmd_sample(args) -> int:
     for i in range(0, len(seeds), args.batch):
         chunk = seeds[i:i + args.batch]
         noise = randn_seeds(chunk, shape, device=device)
-        with _condition(model, chunk):
+        with conditioned(model, chunk):
             x = sample(model, noise, predictor=predictor, **kw)
         images.append(model.images(x).numpy() if hasattr(model, "images") else _uint8(x))
         bar(len(chunk))
@@ -205,13 +204,6 @@ def _uint8(x):
     from .models.base import to_uint8  # noqa: PLC0415
 
     return to_uint8(x).numpy()
-
-
-def _condition(model, seeds):
-    import contextlib  # noqa: PLC0415
-
-    cond = getattr(model, "condition", None)
-    return cond(seeds) if cond is not None else contextlib.nullcontext()
 
 
 def _bar(total, desc, quiet):

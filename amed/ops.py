@@ -57,12 +57,13 @@ def fused_enabled() -> bool:
 
 
 def _fused_kernel():
+    """The kernels package's raw launcher (inputs consistent by construction here), or False without Triton."""
     global _fused
     if _fused is None:
         try:
-            from kernels import lincomb as fused  # noqa: PLC0415 (optional, CUDA-only path)
+            from kernels.lincomb import _lincomb_triton, triton_available  # noqa: PLC0415 (optional, CUDA-only)
 
-            _fused = fused
+            _fused = _lincomb_triton if triton_available() else False
         except ImportError:
             _fused = False
     return _fused
@@ -72,12 +73,7 @@ def backend(x: torch.Tensor, k: int = 2) -> str:
     """The path ``lincomb`` takes for K (gradient-free) terms like ``x``: "fused", "unfused" or "torch"."""
     if not x.is_cuda:
         return "torch"
-    if fused_enabled() and _worth_fusing(x, k) and _fused_kernel():
-        from kernels import triton_available  # noqa: PLC0415
-
-        if triton_available():  # otherwise kernels.lincomb itself falls back to torch
-            return "fused"
-    return "unfused"
+    return "fused" if fused_enabled() and _worth_fusing(x, k) and _fused_kernel() else "unfused"
 
 
 def bcast(c: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -137,13 +133,8 @@ def lincomb(terms: Sequence[torch.Tensor], coeffs: Sequence) -> torch.Tensor:
     if x.is_cuda and _worth_fusing(x, len(terms)) and fused_enabled() and \
             not any(t.requires_grad for t in terms) and \
             not any(isinstance(c, torch.Tensor) and c.requires_grad for c in coeffs):
-        if _fused_kernel():
-            from kernels.lincomb import _lincomb_triton, triton_available  # noqa: PLC0415
-
-            if triton_available() and \
-                    all(t.shape == x.shape and t.dtype == x.dtype and t.device == x.device for t in terms):
-                B = x.shape[0]
-                coef = torch.stack([_column(c, B, x.device) for c in coeffs], dim=1)  # [B, K] float64
-                return _lincomb_triton(list(terms), coef, None)  # consistent by construction: no re-check
-            return _fused(list(terms), torch.stack([_column(c, x.shape[0], x.device) for c in coeffs], dim=1))
+        launch = _fused_kernel()
+        if launch and all(t.shape == x.shape and t.dtype == x.dtype and t.device == x.device for t in terms):
+            coef = torch.stack([_column(c, x.shape[0], x.device) for c in coeffs], dim=1)  # [B, K] float64
+            return launch(list(terms), coef, None)
     return _reference(terms, coeffs)

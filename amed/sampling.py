@@ -7,6 +7,7 @@ driver counts them and checks the count against the request.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -16,7 +17,8 @@ import torch
 from .schedules import get_schedule
 from .solvers import SOLVERS, Solver, make_solver
 
-__all__ = ["sample", "sample_trajectory", "randn_seeds", "parse_seeds", "Plan", "plan", "ModelCall", "afs_denoise"]
+__all__ = ["sample", "sample_trajectory", "randn_seeds", "parse_seeds", "Plan", "plan", "ModelCall", "afs_denoise",
+           "conditioned", "resolve_device"]
 
 Tensor = torch.Tensor
 
@@ -153,6 +155,20 @@ def plan(solver: str, nfe: int | None = None, schedule: str | Sequence[float] | 
         if nfe < 1:
             raise ValueError(f"a {steps}-step grid with afs={afs} makes no network call")
     return Plan(solver=solver, nfe=int(nfe), afs=bool(afs), steps=steps, grid=grid)
+
+
+def conditioned(denoiser, seeds):
+    """Bind the per-seed conditioning of a conditional adapter (class labels, prompts) for a batch; a no-op
+    context for unconditional denoisers."""
+    cond = getattr(denoiser, "condition", None)
+    return cond(list(seeds)) if cond is not None else contextlib.nullcontext()
+
+
+def resolve_device(name) -> torch.device:
+    """A torch device from a name; "auto" is CUDA when available, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
 
 
 class FiniteWatch:

@@ -11,7 +11,6 @@ multistep students continue from their own detached state and history.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from typing import Callable
@@ -22,7 +21,7 @@ from .cache import TeacherCache, cache_meta
 from .plugin import (SINGLE_STEP, amed_interval, detach_state, init_state, model_conditioning, model_guidance,
                      student_grid, student_solver)
 from .predictor import AMEDConfig, AMEDPredictor
-from .sampling import ModelCall, randn_seeds, sample_trajectory
+from .sampling import ModelCall, conditioned, randn_seeds, sample_trajectory
 from .schedules import refine_schedule, teacher_indices
 
 __all__ = ["train_predictor", "default_config", "teacher_states", "training_seeds", "build_teacher_cache"]
@@ -71,12 +70,6 @@ def teacher_states(denoiser, noise: torch.Tensor, config: AMEDConfig) -> torch.T
     traj = sample_trajectory(denoiser, noise, solver=config.teacher, nfe=None, schedule=grid, afs=False,
                              solver_options=dict(config.teacher_options))
     return traj[teacher_indices(config.num_points, config.M)]
-
-
-def conditioned(denoiser, seeds):
-    """Bind the per-seed conditioning of a conditional adapter (class labels, prompts) for a batch."""
-    cond = getattr(denoiser, "condition", None)
-    return cond(list(seeds)) if cond is not None else contextlib.nullcontext()
 
 
 def _model_identity(denoiser) -> tuple[str, str | None]:

@@ -4,10 +4,7 @@ params.nfe, params.batch -> output.png, output.csv. CLI: python fig4.py --model 
 import argparse
 import sys
 
-import torch
-
-import amed
-from amed.analysis import PAPER_PROJ_ERROR, plot_trajectory_pca, sampler_pca
+from amed.analysis import PAPER_PROJ_ERROR, load_on, plot_trajectory_pca, sampler_pca
 
 if "snakemake" in globals():
     sys.stderr = sys.stdout = open(snakemake.log[0], "w") if snakemake.log else sys.stdout  # noqa: F821
@@ -26,8 +23,7 @@ else:
     ap.add_argument("--csv-out", default=None)
     a = ap.parse_args()
 
-device = torch.device("cuda" if a.device == "auto" and torch.cuda.is_available() else "cpu" if a.device == "auto" else a.device)
-model = amed.load_model(a.model).to(device).eval()
+model, device = load_on(a.model, a.device)
 pca, t = sampler_pca(model, range(a.trajectories), model.info.shape, batch=a.batch, device=device,
                      solver="heun", nfe=a.nfe, schedule="polynomial", rho=7.0)
 plot_trajectory_pca(pca, a.png, a.csv_out, t=t, model=a.model, solver=f"Heun, {a.nfe} NFE")

@@ -4,10 +4,9 @@ params.solvers -> output.png, output.csv. CLI: python fig5.py --model digits-8 -
 import argparse
 import sys
 
-import torch
-
 import amed
-from amed.analysis import FIG5_SOLVERS, alignment_rows, condition, plot_relative_alignment, relative_alignment
+from amed.analysis import FIG5_SOLVERS, alignment_rows, load_on, plot_relative_alignment, relative_alignment
+from amed.sampling import conditioned
 
 if "snakemake" in globals():
     sys.stderr = sys.stdout = open(snakemake.log[0], "w") if snakemake.log else sys.stdout  # noqa: F821
@@ -26,10 +25,9 @@ else:
     ap.add_argument("--csv-out", default=None)
     a = ap.parse_args()
 
-device = torch.device("cuda" if a.device == "auto" and torch.cuda.is_available() else "cpu" if a.device == "auto" else a.device)
-model = amed.load_model(a.model).to(device).eval()
+model, device = load_on(a.model, a.device)
 seeds = list(range(a.samples))
-with condition(model, seeds):
+with conditioned(model, seeds):
     ra = relative_alignment(model, amed.randn_seeds(seeds, model.info.shape, device=device), a.solvers,
                             num_points=a.num_points)
 plot_relative_alignment(ra, a.png, a.csv_out, model=a.model)

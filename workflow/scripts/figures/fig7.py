@@ -4,10 +4,9 @@ CLI: python fig7.py results/digits/amed_solver/nfe5/predictor.json --model digit
 import argparse
 import sys
 
-import torch
-
 import amed
-from amed.analysis import condition, coefficient_rows, plot_coefficients
+from amed.analysis import coefficient_rows, load_on, plot_coefficients
+from amed.sampling import conditioned
 
 if "snakemake" in globals():
     sys.stderr = sys.stdout = open(snakemake.log[0], "w") if snakemake.log else sys.stdout  # noqa: F821
@@ -24,11 +23,10 @@ else:
     ap.add_argument("--csv-out", default=None)
     a = ap.parse_args()
 
-device = torch.device("cuda" if a.device == "auto" and torch.cuda.is_available() else "cpu" if a.device == "auto" else a.device)
-model = amed.load_model(a.model).to(device).eval()
+model, device = load_on(a.model, a.device)
 predictor = amed.load_predictor(a.predictor)
 seeds = list(range(a.samples))
-with condition(model, seeds):
+with conditioned(model, seeds):
     coef = amed.amed_coefficients(model, amed.randn_seeds(seeds, model.info.shape, device=device), predictor)
 name = f"{predictor.config.solver} NFE {predictor.config.nfe}"
 plot_coefficients(coef, a.png, a.csv_out, model=a.model, predictor=name)
