@@ -27,16 +27,23 @@ try:
     grid.check(config)  # NFE reachability, solver/kind pairs, registry keys: fails before any job runs
 except ValueError as e:
     raise WorkflowError(f"invalid config: {e}") from None
+# Shell rules call the `amed` entry point. Put the one installed next to this snakemake first on PATH, so a
+# venv's workflow works without activating the venv; under --sdm conda each job's environment comes first.
+if os.path.exists(os.path.join(os.path.dirname(sys.executable), "amed")):
+    os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
 if config["cache_dir"]:
     os.environ.update({"AMED_CACHE": str(config["cache_dir"])})  # read by amed.load_model in every job
 
 DS = config["datasets"]
 METHODS = grid.methods(config)  # Table 2's methods + the generated Table 4/5 variants ("{base}.{axis}-{value}")
-AMED = f"{sys.executable} -m amed.cli"
 RES = config["resources"]
 
 
 report: "workflow/report/workflow.rst"
+
+
+onstart:
+    print(grid.format_cache_plan(grid.teacher_cache_plan(config)), file=sys.stderr)
 
 
 wildcard_constraints:
@@ -44,8 +51,10 @@ wildcard_constraints:
     method="|".join(sorted({re.escape(k) for ms in METHODS.values() for k in ms}, key=lambda k: (-len(k), k))),
     nfe="|".join(sorted({str(n) for ms in METHODS.values() for m in ms.values() for n in m["nfe"]})),
     shard=r"\d{6}",
+    tseed=r"\d+",
 
 
+include: "workflow/rules/settings.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/teacher.smk"
 include: "workflow/rules/train.smk"
@@ -63,6 +72,7 @@ rule all:
         "results/table2.md",
         "results/audit.csv",
         "results/audit.md",
+        grid.training_curve_targets(config),
 
 
 rule paper:  # Tables 3 (paper config only), 4 and 5, Figures 3/4/5/7, sample grids and the audit of Tables 2-5

@@ -287,7 +287,9 @@ def long_to_markdown(rows: list[dict], title: str = "", row: str = "method", col
                      group: Sequence[str] = ("dataset", "metric"), fmt: str = "{:.2f}",
                      lower_is_better: bool = True) -> str:
     """Lay a long table out as Markdown, ``row`` x ``col`` (methods x NFE), one table per ``group`` value;
-    the best value of each column is bold. Tables 2, 4 (teacher ablation) and 5 (schedule ablation)."""
+    the best value of each column is bold. Tables 2, 4 (teacher ablation) and 5 (schedule ablation). Several
+    rows for one cell (training seeds) show as mean ± standard deviation, plus how many kept the neutral
+    predictor when a ``selected`` column says so."""
     group = [g for g in group if rows and g in rows[0]]
     md = [f"# {title}", ""] if title else []
     keys = list(dict.fromkeys(tuple(r[g] for g in group) for r in rows))
@@ -295,7 +297,10 @@ def long_to_markdown(rows: list[dict], title: str = "", row: str = "method", col
         sub = [r for r in rows if tuple(r[g] for g in group) == gk]
         cols = sorted(dict.fromkeys(r[col] for r in sub))
         names = list(dict.fromkeys(r[row] for r in sub))
-        val = {(r[row], r[col]): float(r["value"]) for r in sub}
+        runs: dict = {}
+        for r in sub:
+            runs.setdefault((r[row], r[col]), []).append(r)
+        val = {k: sum(float(r["value"]) for r in v) / len(v) for k, v in runs.items()}
         if group:
             md += ["## " + ", ".join(f"{g}: {v}" for g, v in zip(group, gk)), ""]
         md += [f"| {row} | " + " | ".join(f"{col.upper()} {c}" for c in cols) + " |", "|---|" + "---:|" * len(cols)]
@@ -310,7 +315,13 @@ def long_to_markdown(rows: list[dict], title: str = "", row: str = "method", col
                     cells.append("–")
                     continue
                 s = fmt.format(val[(m, c)])
-                cells.append(f"**{s}**" if val[(m, c)] == best[c] else s)
+                s = f"**{s}**" if val[(m, c)] == best[c] else s
+                rs = runs[(m, c)]
+                if len(rs) > 1:
+                    sd = math.sqrt(sum((float(r["value"]) - val[(m, c)]) ** 2 for r in rs) / (len(rs) - 1))
+                    s += " ± " + fmt.format(sd)
+                neutral = sum(r.get("selected") == "neutral" for r in rs)
+                cells.append(s + (f" (neutral {neutral}/{len(rs)})" if neutral else ""))
             md.append(f"| {m} | " + " | ".join(cells) + " |")
         md.append("")
     return "\n".join(md)
@@ -358,7 +369,11 @@ def plot_quality_vs_nfe(rows: list[dict], png: str | Path, csv_path: str | Path 
     for ax, (ds, metric) in zip(axes[0], panels):
         sub = [r for r in rows if (r.get("dataset", model), r.get("metric", "metric")) == (ds, metric)]
         for m in dict.fromkeys(r["method"] for r in sub):
-            pts = sorted((int(r["nfe"]), float(r["value"])) for r in sub if r["method"] == m)
+            by_nfe: dict = {}  # several rows per NFE (training seeds): their mean
+            for r in sub:
+                if r["method"] == m:
+                    by_nfe.setdefault(int(r["nfe"]), []).append(float(r["value"]))
+            pts = sorted((k, sum(v) / len(v)) for k, v in by_nfe.items())
             single = is_single(m)
             ax.plot([p[0] for p in pts], [p[1] for p in pts], "--" if single else "-", marker="o" if single else "s",
                     label=f"{m} ({'single-step' if single else 'multistep'})")
@@ -371,6 +386,53 @@ def plot_quality_vs_nfe(rows: list[dict], png: str | Path, csv_path: str | Path 
     out = [{k: r.get(k, "") for k in ("dataset", "method", "nfe", "metric", "value")} |
            {"single_step": is_single(r["method"])} for r in rows]
     _save(fig, png, out, csv_path)
+
+
+def training_curve_rows(runs: Sequence[tuple[str, dict]]) -> list[dict]:
+    """(path, predictor record config) of trained predictors -> one row per validation point."""
+    rows = []
+    for path, c in runs:
+        for v in c.get("validation") or []:
+            rows.append({"predictor": str(path), "solver": c["solver"], "nfe": c["nfe"], "objective": c.get("objective"),
+                         "train_seed": c.get("train_seed"), "candidate": v.get("candidate", "snapshot"),
+                         "step": v.get("step"), "updates": v.get("updates"), "endpoint_l2": v["endpoint_l2"],
+                         "selected": c.get("selected")})
+    return rows
+
+
+def plot_training_curves(runs: Sequence[tuple[str, dict]], png: str | Path, csv_path: str | Path | None = None) -> None:
+    """Held-out endpoint L2 of the student's rollout against Adam updates: one panel per (solver, NFE), a line per
+    training seed, the neutral predictor dashed, the kept snapshot circled."""
+    plt = _plt()
+    rows = training_curve_rows(runs)
+    if not rows:
+        raise ValueError("plot_training_curves: no predictor has a validation record (train with holdout > 0)")
+    panels = list(dict.fromkeys((r["solver"], r["nfe"]) for r in rows))
+    cols = min(4, len(panels))
+    fig, axes = plt.subplots(-(-len(panels) // cols), cols, figsize=(4.2 * cols, 3.4 * -(-len(panels) // cols)),
+                             squeeze=False)
+    for ax, (solver, nfe) in zip(axes.flat, panels):
+        sub = [r for r in rows if (r["solver"], r["nfe"]) == (solver, nfe)]
+        for pred in dict.fromkeys(r["predictor"] for r in sub):
+            pts = [r for r in sub if r["predictor"] == pred and r["candidate"] != "neutral"]
+            line, = ax.plot([r["updates"] for r in pts], [r["endpoint_l2"] for r in pts], marker=".",
+                            label=f"seed {pts[0]['train_seed'] if pts else '?'}")
+            keep = [r for r in pts if r["selected"] in (f"step {r['step']}", "init" if r["step"] == 0 else None)]
+            if keep:
+                ax.plot([keep[0]["updates"]], [keep[0]["endpoint_l2"]], "o", mfc="none", ms=10, color=line.get_color())
+            neutral = [r for r in sub if r["predictor"] == pred and r["candidate"] == "neutral"]
+            if neutral:
+                ax.axhline(neutral[0]["endpoint_l2"], ls="--", lw=0.8, color="gray")
+        name = "AMED-Solver" if solver == "amed" else f"AMED-Plugin ({solver})"
+        ax.set_title(f"{name}, NFE {nfe}", fontsize=9)
+        ax.set_xlabel("Adam updates")
+        ax.set_ylabel("held-out endpoint L2")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=6)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    _save(fig, png, rows, csv_path)
 
 
 def plot_trajectory_pca(pca: dict, png: str | Path, csv_path: str | Path | None = None, t=None, model: str = "",

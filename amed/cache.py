@@ -52,25 +52,40 @@ def cache_meta(*, model: str, model_sha256: str | None, teacher: str, teacher_op
 class TeacherCache:
     """A (possibly partial) cache directory with a fixed identity ``meta``."""
 
-    def __init__(self, root: str | os.PathLike, meta: dict):
+    def __init__(self, root: str | os.PathLike, meta: dict, replace_mismatched: bool = False):
+        """``replace_mismatched``: a directory holding a cache for other settings (or unreadable metadata) is
+        emptied of its cache files and rebuilt instead of refused (for directories a workflow owns)."""
         self.root = Path(root)
         self.meta = dict(meta)
         self._checked: set[int] = set()
         self._shards: dict[int, np.ndarray] = {}
+        self.hashes = {}
         on_disk = self.root / "meta.json"
         if on_disk.exists():
             try:
                 stored = json.loads(on_disk.read_text())
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{on_disk}: corrupt cache metadata ({e}); delete the directory to rebuild") from None
+                if not isinstance(stored, dict):
+                    raise ValueError(f"a JSON {type(stored).__name__}, not an object")
+            except ValueError as e:
+                if not replace_mismatched:
+                    raise ValueError(f"{on_disk}: corrupt cache metadata ({e}); delete the directory to rebuild") from None
+                self._clear()
+                return
             diffs = [k for k in meta if stored.get(k) != meta[k]]
+            if diffs and replace_mismatched:
+                self._clear()
+                return
             if diffs:
                 k = diffs[0]
                 raise ValueError(f"teacher cache {self.root} was built for {k}={stored.get(k)!r}, "
                                  f"this run needs {k}={meta[k]!r}; use another cache directory or delete this one")
             self.hashes = dict(stored.get("shard_sha256", {}))
-        else:
-            self.hashes = {}
+
+    def _clear(self) -> None:
+        """Remove this directory's cache files (metadata first, so a kill midway leaves no valid-looking cache)."""
+        (self.root / "meta.json").unlink(missing_ok=True)
+        for p in self.root.glob("shard-*.npy"):
+            p.unlink()
 
     # ------------------------------------------------------------------------------------ layout
     @property

@@ -40,6 +40,20 @@ def _options(pairs) -> dict:
     return out
 
 
+def _settings(args) -> dict | None:
+    """The cell settings file of --settings (the workflow's way of passing settings as data), applied to the
+    arguments it covers: model, device, compile, guidance, solver, NFE, schedule, rho, AFS, batch."""
+    if not getattr(args, "settings", None):
+        return None
+    from .settings import read_settings  # noqa: PLC0415
+
+    s = read_settings(args.settings)
+    for key in ("model", "device", "compile", "guidance", "solver", "nfe", "schedule", "rho", "afs"):
+        if key in s and s[key] is not None and hasattr(args, key):
+            setattr(args, key, s[key])
+    return s
+
+
 def _device(name: str):
     from .sampling import resolve_device  # noqa: PLC0415
 
@@ -166,13 +180,19 @@ def cmd_sample(args) -> int:
     from .plugin import model_guidance  # noqa: PLC0415
     from .sampling import conditioned  # noqa: PLC0415
 
+    cell = _settings(args)
+    if cell is not None and cell.get("batch"):
+        args.batch = cell["batch"]
     device = _device(args.device)
     model = _maybe_compile(_load_model(args, device), args.compile, device, _text_to_image(args))
     shape = _shape(model)
     seeds = parse_seeds(args.seeds)
     predictor = load_predictor(args.predictor) if args.predictor else None
+    options = (cell.get("options") or None) if cell is not None else (_options(args.opt) or None)
     given = dict(solver=args.solver, nfe=args.nfe, schedule=args.schedule, afs=args.afs, sigma_min=args.sigma_min,
-                 sigma_max=args.sigma_max, rho=args.rho, solver_options=_options(args.opt) or None)
+                 sigma_max=args.sigma_max, rho=args.rho, solver_options=options)
+    if cell is not None and predictor is not None:  # an AMED cell: every solver setting comes from the predictor
+        given = {k: None for k in given}
     if predictor is None:
         lo, hi = _sigma_range(model)
         defaults = dict(solver="ipndm", nfe=5, schedule="polynomial", afs=False, sigma_min=lo, sigma_max=hi)
@@ -215,8 +235,14 @@ def _bar(total, desc, quiet):
     return b.update
 
 
-def _amed_settings(args, model) -> dict:
+def _amed_settings(args, model, cell: dict | None = None) -> dict:
+    """AMEDConfig overrides: from the cell settings file when there is one, else from the flags."""
     lo, hi = _sigma_range(model)  # unset --sigma-min/--sigma-max: the model's range
+    if cell is not None:
+        from .settings import teacher_settings  # noqa: PLC0415
+
+        return {**teacher_settings(cell), "sigma_min": lo if args.sigma_min is None else args.sigma_min,
+                "sigma_max": hi if args.sigma_max is None else args.sigma_max}
     kw = dict(schedule=args.schedule, rho=args.rho, afs=args.afs, scale_dir=args.scale_dir, scale_time=args.scale_time,
               teacher=args.teacher, M=args.M, sigma_min=lo if args.sigma_min is None else args.sigma_min,
               sigma_max=hi if args.sigma_max is None else args.sigma_max)
@@ -227,16 +253,33 @@ def _amed_settings(args, model) -> dict:
     return {k: v for k, v in kw.items() if v is not None}
 
 
+def _train_args(args, cell: dict | None) -> dict:
+    """Trajectories, batch, seeds, budget and recipe: the settings file's train block over the flags."""
+    kw = dict(num_trajectories=args.trajectories, batch=args.batch, seed=args.seed, holdout=args.holdout)
+    if hasattr(args, "lr"):
+        kw.update(lr=args.lr, steps=args.steps, epochs=args.epochs, objective=args.objective, select=args.select,
+                  validate_every=args.validate_every)
+    if cell is not None:
+        from .settings import train_settings  # noqa: PLC0415
+
+        kw.update({k: v for k, v in train_settings(cell).items() if k in kw})
+    return {k: v for k, v in kw.items() if v is not None}
+
+
 def cmd_teacher(args) -> int:
     from .training import build_teacher_cache, default_config  # noqa: PLC0415
 
+    cell = _settings(args)
     device = _device(args.device)
     model = _maybe_compile(_load_model(args, device), args.compile, device, _text_to_image(args))
-    cfg = default_config(args.solver, args.nfe, **_amed_settings(args, model))
+    cfg = default_config(args.solver, args.nfe, **_amed_settings(args, model, cell))
+    t = _train_args(args, cell)
+    dtype = (cell.get("train") or {}).get("cache_dtype") or args.cache_dtype if cell is not None else args.cache_dtype
     t0 = time.perf_counter()
-    bar = _bar(args.trajectories, f"teacher {cfg.teacher} M={cfg.M}", args.quiet)
-    cache = build_teacher_cache(model, args.out, cfg, _shape(model), args.trajectories, seed=args.seed,
-                                batch=args.batch, dtype=args.cache_dtype, device=device, progress=bar)
+    bar = _bar(t["num_trajectories"] + t["holdout"], f"teacher {cfg.teacher} M={cfg.M}", args.quiet)
+    cache = build_teacher_cache(model, args.out, cfg, _shape(model), t["num_trajectories"], seed=t["seed"],
+                                batch=t["batch"], dtype=dtype, device=device, progress=bar, holdout=t["holdout"],
+                                replace_mismatched=args.replace_mismatched)
     print(f"teacher cache {cfg.teacher} (M={cfg.M}, {cfg.num_points} student points, {cache.meta['num_seeds']} "
           f"trajectories, {cache.meta['dtype']}) in {time.perf_counter() - t0:.1f} s -> {args.out}")
     return 0
@@ -246,6 +289,7 @@ def cmd_train(args) -> int:
     from . import train_predictor  # noqa: PLC0415
     from .cache import TeacherCache  # noqa: PLC0415
 
+    cell = _settings(args)
     device = _device(args.device)
     model = _load_model(args, device)
     cache = None
@@ -257,13 +301,15 @@ def cmd_train(args) -> int:
         meta.pop("shard_sha256", None)
         cache = TeacherCache(args.cache, meta)  # checked against this run's settings in train_predictor
     log = None if args.quiet else (lambda m: print(m, file=sys.stderr))
-    pred = train_predictor(model, _shape(model), solver=args.solver, nfe=args.nfe, num_trajectories=args.trajectories,
-                           batch=args.batch, lr=args.lr, seed=args.seed, cache=cache, device=device,
-                           progress=not args.quiet, log=log, **_amed_settings(args, model))
+    pred = train_predictor(model, _shape(model), solver=args.solver, nfe=args.nfe, cache=cache, device=device,
+                           progress=not args.quiet, log=log, train_seed=args.train_seed,
+                           **_train_args(args, cell), **_amed_settings(args, model, cell))
     path = pred.save(args.out)
     c = pred.config
-    print(f"trained {c.solver} NFE={c.nfe} on {c.model} ({c.num_trajectories} trajectories, teacher {c.teacher} "
-          f"M={c.M}) in {c.train_seconds:.1f} s, final loss {c.final_loss:.5g} -> {path}")
+    picked = f", kept {c.selected}" if c.validation else ""
+    print(f"trained {c.solver} NFE={c.nfe} on {c.model} ({c.num_trajectories} trajectories, {c.steps} steps, "
+          f"{c.objective}, teacher {c.teacher} M={c.M}) in {c.train_seconds:.1f} s, final loss {c.final_loss:.5g}"
+          f"{picked} -> {path}")
     return 0
 
 
@@ -304,6 +350,12 @@ def cmd_fid(args) -> int:
 
     from .fid import INCEPTION_DIM, FeatureMoments, frechet_distance, load_stats  # noqa: PLC0415
 
+    cell = _settings(args)
+    unc = dict(n_boot=args.bootstrap, level=0.95, boot_seed=None)
+    if cell is not None:
+        args.metric = cell.get("metric") or args.metric
+        args.num = cell.get("num_samples") or args.num
+        unc.update({k: v for k, v in (cell.get("uncertainty") or {}).items() if v is not None})
     counts = [_npz_images_count(p) for p in args.images]
     total = sum(counts) if args.num is None else args.num
     if sum(counts) < total:
@@ -316,26 +368,53 @@ def cmd_fid(args) -> int:
 
     if args.metric == "inception" and mu_r.shape[0] != INCEPTION_DIM:
         raise mismatch(INCEPTION_DIM)
-    # One shard in memory at a time (30k SD images at 512x512 would be 24 GB); float64 moments of the features.
-    moments, left = FeatureMoments(), total
+    # One shard in memory at a time (30k SD images at 512x512 would be 24 GB); float64 moments of the features,
+    # and the features themselves (float32) for the bootstrap interval.
+    moments, left, feats, seen = FeatureMoments(), total, [], []
     for p in args.images:
         if left == 0:
             break
         with np.load(p) as f:
             images = f["images"][:left]
+            seeds = f["seeds"][:left] if "seeds" in f.files else None
         if len(images):
-            moments.add(_metric_features(images, args.metric))
+            fe = _metric_features(images, args.metric)
+            moments.add(fe)
+            if unc["n_boot"]:
+                feats.append(np.asarray(fe, np.float32))
+            seen += [] if seeds is None else [int(v) for v in seeds]
         left -= len(images)
+    if args.seeds is not None:
+        from .sampling import parse_seeds  # noqa: PLC0415
+
+        want = parse_seeds(args.seeds)
+        if seen != want[:len(seen)] or len(seen) != min(len(want), total):
+            first_bad = next((i for i, (a, b) in enumerate(zip(seen, want)) if a != b), min(len(seen), len(want)))
+            raise ValueError(f"the images scored are not those of --seeds {args.seeds}: position {first_bad} holds seed "
+                             f"{seen[first_bad] if first_bad < len(seen) else 'none'}, expected "
+                             f"{want[first_bad] if first_bad < len(want) else 'none'} (a shard copied or out of order?)")
     mu, sigma = moments.stats()
     if mu.shape != mu_r.shape:
         raise mismatch(mu.shape[0])
     value = frechet_distance(mu, sigma, mu_r, sigma_r)
     rec = {"metric": args.metric, "value": value, "num_images": int(moments.n), "ref": str(args.ref)}
+    if seen:
+        rec["seeds"] = f"{seen[0]}-{seen[-1]}" if seen == list(range(seen[0], seen[-1] + 1)) else seen
+    if unc["n_boot"]:
+        from .uncertainty import BOOT_SEED, Reference, basic_interval, fd_bootstrap  # noqa: PLC0415
+
+        boot_seed = BOOT_SEED if unc["boot_seed"] is None else int(unc["boot_seed"])
+        reps = fd_bootstrap(np.concatenate(feats), Reference(mu_r, sigma_r), int(unc["n_boot"]), boot_seed)
+        lo, hi = basic_interval(value, reps, float(unc["level"]))
+        rec.update(ci=[lo, hi], level=float(unc["level"]), n_boot=int(unc["n_boot"]), boot_seed=boot_seed,
+                   interval="basic bootstrap over the evaluated samples (reference statistics fixed)",
+                   replicates=[round(float(v), 6) for v in reps])
     if args.out:
         from .predictor import atomic_write_bytes  # noqa: PLC0415
 
         atomic_write_bytes(args.out, (json.dumps(rec) + "\n").encode())
-    print(f"{args.metric} = {value:.4f} over {moments.n} images (ref {args.ref})")
+    ci = f" [{rec['ci'][0]:.4f}, {rec['ci'][1]:.4f}] ({rec['level']:.0%} interval)" if "ci" in rec else ""
+    print(f"{args.metric} = {value:.4f}{ci} over {moments.n} images (ref {args.ref})")
     return 0
 
 
@@ -402,8 +481,12 @@ def _amed_args(p):
     p.add_argument("--scale-dir", type=float, default=None, help="c_n range 1 +- scale_dir (0 disables)")
     p.add_argument("--scale-time", type=float, default=None, help="a_n range 1 +- scale_time (0 disables)")
     p.add_argument("--trajectories", type=int, default=10_000, help="training trajectories")
+    p.add_argument("--holdout", type=int, default=256,
+                   help="held-out teacher trajectories for validation (after the training ones; 0: none)")
     p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="data seed: the teacher trajectories' noise seeds")
+    p.add_argument("--settings", default=None, metavar="FILE",
+                   help="cell settings JSON (written by the workflow); its values replace the matching flags")
 
 
 def _compile_arg(p):
@@ -427,12 +510,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", default="0-63", help="e.g. 0-999 or 0,5,7-9")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--out", required=True, help="output .npz (uint8 images NHWC + seeds)")
+    p.add_argument("--settings", default=None, metavar="FILE",
+                   help="cell settings JSON (written by the workflow); its values replace the matching flags")
     _compile_arg(p)
     p.set_defaults(fn=cmd_sample)
     p = sub.add_parser("teacher", help="build (or resume) a teacher-trajectory cache")
     _solver_args(p, amed=True)
     _amed_args(p)
     p.add_argument("--cache-dtype", default="float32", choices=["float16", "float32"])
+    p.add_argument("--replace-mismatched", action="store_true",
+                   help="a cache in --out built for other settings is deleted and rebuilt (default: an error)")
     _compile_arg(p)
     p.add_argument("--out", required=True, help="cache directory")
     p.set_defaults(fn=cmd_teacher)
@@ -440,6 +527,16 @@ def build_parser() -> argparse.ArgumentParser:
     _solver_args(p, amed=True)
     _amed_args(p)
     p.add_argument("--lr", type=float, default=5e-3)
+    p.add_argument("--steps", type=int, default=None,
+                   help="training steps (batches); default one epoch and at least the authors' 79")
+    p.add_argument("--epochs", type=float, default=None, help="budget in passes over the training trajectories")
+    p.add_argument("--train-seed", type=int, default=None,
+                   help="predictor initialisation and batch order (default --seed); several per cache")
+    p.add_argument("--objective", default="per_interval", choices=["per_interval", "end_to_end"],
+                   help="per_interval: the authors' Algorithm 1; end_to_end: summed losses through the whole student")
+    p.add_argument("--select", default="best", choices=["best", "last"],
+                   help="best: the held-out best of the snapshots, the untrained start and the neutral predictor")
+    p.add_argument("--validate-every", type=int, default=None, help="validation interval in steps")
     p.add_argument("--cache", default=None, help="teacher cache directory (default: teachers on the fly)")
     p.add_argument("--out", required=True, help="output path stem: writes <out>.safetensors and <out>.json")
     p.set_defaults(fn=cmd_train)
@@ -448,6 +545,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ref", required=True, help="reference statistics .npz (mu, sigma)")
     p.add_argument("--metric", default="fd-digits", choices=["fd-digits", "inception"])
     p.add_argument("--num", type=int, default=None, help="use exactly this many images (error if fewer)")
+    p.add_argument("--seeds", default=None, help="the seeds the images must hold, in order (e.g. 0-511)")
+    p.add_argument("--bootstrap", type=int, default=1000, metavar="N",
+                   help="bootstrap replicates for the interval (0: none)")
+    p.add_argument("--settings", default=None, metavar="FILE",
+                   help="cell settings JSON (written by the workflow): metric, number of images, interval settings")
     p.add_argument("--out", default=None, help="write the result as JSON")
     p.set_defaults(fn=cmd_fid)
     p = sub.add_parser("fid-ref", help="reference statistics: the embedded data set, or MS-COCO val2014 (Table 3)")

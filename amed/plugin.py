@@ -52,16 +52,21 @@ def init_state(config: AMEDConfig, solver: Solver) -> State:
 
 
 def amed_interval(config: AMEDConfig, solver: Solver, predictor: AMEDPredictor, x: torch.Tensor,
-                  t_cur: torch.Tensor, t_next: torch.Tensor, model: ModelCall, state: State):
-    """One interval t_cur -> t_next; returns (x_next, state, (r, c, a))."""
+                  t_cur: torch.Tensor, t_next: torch.Tensor, model: ModelCall, state: State,
+                  grad_first: bool = False):
+    """One interval t_cur -> t_next; returns (x_next, state, (r, c, a)).
+
+    ``grad_first``: differentiate the (x_n, t_n) call too (end-to-end training, where x_n depends on phi
+    through the earlier intervals); by default it runs without a graph, as the authors' Algorithm 1 does.
+    """
     B = x.shape[0]
-    # Evaluate at (x_n, t_n) and read the bottleneck hooked there; no gradient reaches phi this way.
+    # Evaluate at (x_n, t_n) and read the bottleneck hooked there; the feature never carries gradient.
     # Only that call is hooked (the authors never hook the mid-point), except under UniPC, whose
     # model output at t_n comes from the previous interval's corrector call.
-    with torch.no_grad():
+    with torch.set_grad_enabled(grad_first and torch.is_grad_enabled()):
         model.capture = model.features
         state = solver.evaluate(x, t_cur, model, state)
-        h = model.last_feature(B, x.device)
+        h = model.last_feature(B, x.device).detach()
         model.capture = model.features and isinstance(solver, UniPC)
     r, c, a = predictor(h, t_cur, t_next)
     a_or_none = a if config.scale_time > 0 else None

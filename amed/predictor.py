@@ -29,6 +29,9 @@ from ._io import atomic_write_bytes, sha256_file
 __all__ = ["AMEDConfig", "AMEDPredictor", "ConstantPredictor", "load_predictor", "sha256_file", "atomic_write_bytes"]
 
 FORMAT_VERSION = 1
+# Training objectives: the authors' one update per interval on a detached student (Algorithm 1), or the
+# same per-interval losses summed over the whole student trajectory, one update per batch, no detach.
+OBJECTIVES = ("per_interval", "end_to_end")
 
 
 @dataclass
@@ -52,11 +55,20 @@ class AMEDConfig:
     model_sha256: str | None = None
     guidance: float | None = None  # classifier-free guidance scale of a text-to-image model (None: no CFG)
     shape: tuple | None = None
+    # The training recipe (amed.training.train_predictor):
+    objective: str = "per_interval"  # "per_interval" (authors' Algorithm 1) or "end_to_end"
     # Filled in by training:
-    seed: int = 0
+    seed: int = 0  # data seed: which noise seeds the teacher trajectories start from (shared by a cache)
+    train_seed: int | None = None  # initialisation and batch order (None: = seed, as before this field existed)
     num_trajectories: int = 0
+    holdout: int = 0  # held-out teacher trajectories for validation (after the training ones)
     batch: int = 0
     lr: float = 5e-3
+    steps: int | None = None  # training batches processed
+    updates: int | None = None  # Adam updates made
+    epochs: float | None = None  # steps x batch / num_trajectories
+    selected: str | None = None  # which candidate was kept: "step K", "init", "neutral" or "last"
+    validation: list | None = None  # held-out rollout L2 per validation: {step, updates, endpoint_l2, point_l2}
     train_seconds: float | None = None
     final_loss: float | None = None
     loss_per_step: list | None = None
@@ -70,6 +82,8 @@ class AMEDConfig:
             raise ValueError(f"NFE must be a positive integer, got {self.nfe!r}")
         if not isinstance(self.M, int) or self.M < 0:
             raise ValueError(f"M (teacher points per interval) must be a non-negative integer, got {self.M!r}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {list(OBJECTIVES)}, got {self.objective!r}")
 
     @property
     def plugin(self) -> bool:
@@ -139,6 +153,18 @@ class AMEDPredictor(nn.Module):
         self.register_buffer("freqs", (1.0 / 10000) ** (torch.arange(half, dtype=torch.float64) / (half - 1)),
                              persistent=False)
 
+    @classmethod
+    def neutral(cls, config: AMEDConfig, seed: int = 0) -> "AMEDPredictor":
+        """The predictor with r = 0.5, c = 1, a = 1 exactly (zero heads): the base solver on the doubled
+        geometric grid (AMED-Solver: DPM-Solver-2). The random initialisation is not neutral."""
+        p = cls(config, seed=seed)
+        with torch.no_grad():
+            for head in (p.fc_r, p.fc_scale_dir, p.fc_scale_time):
+                if head is not None:
+                    head.weight.zero_()
+                    head.bias.zero_()
+        return p
+
     def embed(self, t: torch.Tensor) -> torch.Tensor:
         """Sinusoidal embedding of the raw time, [sin, cos] order, then the shared Linear+SiLU."""
         ang = t.to(torch.float64)[:, None] * self.freqs[None, :]
@@ -154,9 +180,10 @@ class AMEDPredictor(nn.Module):
         r = torch.sigmoid(self.fc_r(z)).squeeze(1).double().clamp(1e-6, 1 - 1e-6)
         ones = torch.ones_like(r)
         sd, st = self.config.scale_dir, self.config.scale_time
-        c = 1 - sd + 2 * sd * torch.sigmoid(self.fc_scale_dir(z)).squeeze(1) if self.fc_scale_dir is not None else ones
-        a = 1 - st + 2 * st * torch.sigmoid(self.fc_scale_time(z)).squeeze(1) if self.fc_scale_time is not None else ones
-        return r.double(), c.double(), a.double()
+        # The ranges in float64, so that a zero logit gives c = a = 1 exactly (the neutral predictor).
+        c = 1 - sd + 2 * sd * torch.sigmoid(self.fc_scale_dir(z)).squeeze(1).double() if self.fc_scale_dir is not None else ones
+        a = 1 - st + 2 * st * torch.sigmoid(self.fc_scale_time(z)).squeeze(1).double() if self.fc_scale_time is not None else ones
+        return r, c, a
 
     # ----------------------------------------------------------------------------------- files
     def save(self, path: str | os.PathLike) -> Path:

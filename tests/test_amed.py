@@ -313,7 +313,7 @@ class Conditional:
 
 def test_training_binds_per_seed_conditioning(tmp_path):
     model = Conditional()
-    p = amed.train_predictor(model, SHAPE, solver="ipndm", nfe=5, num_trajectories=32, batch=16, M=1)
+    p = amed.train_predictor(model, SHAPE, solver="ipndm", nfe=5, num_trajectories=32, batch=16, M=1, epochs=1)
     assert model.bound_batches == [16, 16]
     cfg = default_config("amed", 5, M=1)
     cache = build_teacher_cache(model, tmp_path / "c", cfg, SHAPE, 32, batch=16, shard_size=32)

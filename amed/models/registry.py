@@ -58,30 +58,33 @@ class ModelSpec:
     description: str = ""
     repo: str | None = None  # Hugging Face repo id (diffusers models)
     extra: dict = field(default_factory=dict)
+    shape: tuple | None = None  # the sampled tensor's shape (latent for SD), known without loading the model
 
 
-def _edm(name, file, size, desc):
-    return ModelSpec(name, _EDM + file, "edm-pickle", EDM_LICENSE, size, None, _load_edm, desc)
+def _edm(name, file, size, desc, shape):
+    return ModelSpec(name, _EDM + file, "edm-pickle", EDM_LICENSE, size, None, _load_edm, desc, shape=shape)
 
 
 def _sd(name, repo, desc):
     from .sd import SD_LICENSE  # no heavy import: sd.py imports diffusers lazily
 
     return ModelSpec(name, f"https://huggingface.co/{repo}", "diffusers", SD_LICENSE,
-                     "~4.3 GB (fp32 UNet + VAE + text encoder)", None, _load_sd, desc, repo=repo)
+                     "~4.3 GB (fp32 UNet + VAE + text encoder)", None, _load_sd, desc, repo=repo, shape=(4, 64, 64))
 
 
 MODELS: dict[str, ModelSpec] = {
     s.name: s
     for s in [
-        _edm("cifar10", "edm-cifar10-32x32-uncond-vp.pkl", "~223 MB", "EDM DDPM++ CIFAR-10 32x32, unconditional"),
-        _edm("ffhq", "edm-ffhq-64x64-uncond-vp.pkl", "~248 MB", "EDM DDPM++ FFHQ 64x64, unconditional"),
-        _edm("afhqv2", "edm-afhqv2-64x64-uncond-vp.pkl", "~248 MB", "EDM DDPM++ AFHQv2 64x64, unconditional"),
+        _edm("cifar10", "edm-cifar10-32x32-uncond-vp.pkl", "~223 MB", "EDM DDPM++ CIFAR-10 32x32, unconditional",
+             (3, 32, 32)),
+        _edm("ffhq", "edm-ffhq-64x64-uncond-vp.pkl", "~248 MB", "EDM DDPM++ FFHQ 64x64, unconditional", (3, 64, 64)),
+        _edm("afhqv2", "edm-afhqv2-64x64-uncond-vp.pkl", "~248 MB", "EDM DDPM++ AFHQv2 64x64, unconditional",
+             (3, 64, 64)),
         _edm("imagenet64", "edm-imagenet-64x64-cond-adm.pkl", "~1.2 GB",
-             "EDM ADM ImageNet 64x64, class-conditional"),
+             "EDM ADM ImageNet 64x64, class-conditional", (3, 64, 64)),
         ModelSpec("lsun_bedroom", "https://openaipublic.blob.core.windows.net/consistency/edm_bedroom256_ema.pt",
                   "cm-state-dict", CM_LICENSE, "~2.1 GB", None, _load_cm,
-                  "consistency-models EDM teacher, LSUN Bedroom 256x256"),
+                  "consistency-models EDM teacher, LSUN Bedroom 256x256", shape=(3, 256, 256)),
         _sd("sd-v1-4", "CompVis/stable-diffusion-v1-4", "Stable Diffusion v1.4 (paper), CFG 7.5, MS-COCO prompts"),
         _sd("sd-v1-5", "stable-diffusion-v1-5/stable-diffusion-v1-5",
             "Stable Diffusion v1.5 (authors' code; community mirror of runwayml)"),
@@ -212,3 +215,11 @@ def load_model(name_or_path, cache_dir=None, offline: bool | None = None, **kwar
     if fmt == "edm-pickle":
         return _load_edm(path, **kwargs)
     return _load_cm(path, **kwargs)
+
+
+def model_shape(name: str) -> tuple | None:
+    """The sample shape of a registered or embedded model without loading it; None for a checkpoint path."""
+    if name in MODELS:
+        return MODELS[name].shape
+    spec = _embedded_names().get(name)
+    return tuple(spec.shape) if spec is not None else None

@@ -1,16 +1,15 @@
-# Stage 5: the metric of one cell (FD-digits on the embedded data, Inception FID on the paper's).
+# Stage 5: the metric of one cell (FD-digits on the embedded data, Inception FID on the paper's), with its
+# bootstrap interval and replicates (shared draws across cells, for paired comparisons); one per training seed
+# for AMED cells. The noise floor: FD of N real images against the full reference, where the images exist.
 
 
 rule fid:
     input:
-        shards=lambda w: grid.fid_shards(config, w),
-        ref="results/{dataset}/fid_ref.npz",
+        unpack(lambda w: grid.fid_input(config, w)),
     output:
         "results/{dataset}/{method}/nfe{nfe}/fid.json",
     params:
-        amed=AMED,
-        metric=lambda w: DS[w.dataset]["metric"],
-        num=lambda w: grid.fid_num(config, w),
+        seeds=lambda w: grid.fid_seeds(config, w),
     log:
         "results/logs/fid/{dataset}/{method}/nfe{nfe}.log",
     benchmark:
@@ -22,5 +21,36 @@ rule fid:
     conda:
         "../envs/amed.yaml"
     shell:
-        "{params.amed} fid --images {input.shards} --ref {input.ref} --metric {params.metric} --num {params.num} "
-        "--out {output} > {log} 2>&1"
+        "amed fid --settings {input.settings:q} --images {input.shards:q} --ref {input.ref:q} "
+        "--seeds {params.seeds} --out {output:q} > {log:q} 2>&1"
+
+
+use rule fid as fid_seed with:
+    output:
+        "results/{dataset}/{method}/nfe{nfe}/seed{tseed}/fid.json",
+    log:
+        "results/logs/fid/{dataset}/{method}/nfe{nfe}/seed{tseed}.log",
+    benchmark:
+        "results/benchmarks/fid/{dataset}/{method}/nfe{nfe}/seed{tseed}.tsv"
+
+
+rule noise_floor:
+    input:
+        ref="results/{dataset}/fid_ref.npz",
+    output:
+        "results/{dataset}/noise_floor.json",
+    params:
+        ref=lambda w: DS[w.dataset]["ref"],
+        n=lambda w: grid.sample_counts(config, w.dataset),
+        repeats=20,
+    log:
+        "results/logs/noise_floor/{dataset}.log",
+    benchmark:
+        "results/benchmarks/noise_floor/{dataset}.tsv"
+    resources:
+        mem_mb=1000,
+        runtime=30,
+    conda:
+        "../envs/amed.yaml"
+    script:
+        "../scripts/noise_floor.py"

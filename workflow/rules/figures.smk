@@ -79,9 +79,9 @@ rule fig5:  # relative alignment of a greedy search on r_n
         "../scripts/figures/fig5.py"
 
 
-rule fig7:  # learned r_n, c_n of the Table 2 AMED-Solver predictor
+rule fig7:  # learned r_n, c_n of the Table 2 AMED-Solver predictor (training seed 0)
     input:
-        predictor=f"results/{FIG_DS}/{FIG['fig7']['method']}/nfe{FIG['fig7']['nfe']}/predictor.json",
+        predictor=f"results/{FIG_DS}/{FIG['fig7']['method']}/nfe{FIG['fig7']['nfe']}/seed0/predictor.json",
     output:
         png=report("results/fig7.png", caption="../report/fig7.rst", category="Figures"),
         csv="results/fig7.csv",
@@ -104,9 +104,9 @@ rule fig7:  # learned r_n, c_n of the Table 2 AMED-Solver predictor
         "../scripts/figures/fig7.py"
 
 
-rule sample_grid:  # the first figures.grid.count seeds of shard 0 of one cell
+rule sample_grid:  # the first figures.grid.count seeds of shard 0 of one cell (training seed 0 for AMED cells)
     input:
-        npz="results/{dataset}/{method}/nfe{nfe}/samples/000000.npz",
+        npz=lambda w: grid.grid_input(config, w),
     output:
         png=report("results/{dataset}/{method}/nfe{nfe}/grid.png", caption="../report/grid.rst",
                    category="Sample grids", subcategory="{dataset}", labels={"method": "{method}", "NFE": "{nfe}"}),

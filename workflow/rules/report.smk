@@ -8,6 +8,7 @@ localrules:
     table_csv,
     table_md,
     audit_paper,
+    training_curves,
 
 
 rule resolved_config:
@@ -31,13 +32,16 @@ rule resolved_config:
 rule table2:
     input:
         fid=grid.all_fid(config),
+        records=grid.table2_records(config),
+        floors=grid.noise_floors(config),
         config="results/config.resolved.yaml",
     output:
         csv=report("results/table2.csv", caption="../report/table2.rst", category="Tables"),
         md="results/table2.md",
     params:
-        grid=grid.grid(config),
+        runs=grid.table2_runs(config),
         datasets=DS,
+        level=config["uncertainty"]["level"],
     log:
         "results/logs/table2.log",
     benchmark:
@@ -56,10 +60,13 @@ rule audit:
         table="results/table2.csv",
         paper=os.path.join(workflow.basedir, "workflow/resources/paper_results.csv"),
     output:
-        csv="results/audit.csv",
+        csv=report("results/audit.csv", caption="../report/audit.rst", category="Audit"),
         md="results/audit.md",
+        values="results/audit_values.csv",
     params:
         datasets=DS,
+        uncertainty=config["uncertainty"],
+        table5_methods=config["table5"]["methods"],
     log:
         "results/logs/audit.log",
     benchmark:
@@ -71,6 +78,25 @@ rule audit:
         "../envs/amed.yaml"
     script:
         "../scripts/audit.py"
+
+
+rule training_curves:  # held-out endpoint L2 of the student's rollout against updates, every trained cell of Table 2
+    input:
+        records=grid.table2_records(config),
+    output:
+        png=report("results/training_curves.png", caption="../report/training_curves.rst", category="Figures"),
+        csv="results/training_curves.csv",
+    log:
+        "results/logs/training_curves.log",
+    benchmark:
+        "results/benchmarks/training_curves.tsv"
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../envs/amed.yaml"
+    script:
+        "../scripts/figures/training_curves.py"
 
 
 rule table_csv:  # Table 3 (SD), 4 (teacher ablation), 5 (schedule ablation): long CSV of their cells
@@ -128,8 +154,11 @@ rule audit_paper:  # the audit of every table this config produces (rule all's a
     output:
         csv=report("results/audit_paper.csv", caption="../report/audit.rst", category="Audit"),
         md="results/audit_paper.md",
+        values="results/audit_paper_values.csv",
     params:
         datasets=DS,
+        uncertainty=config["uncertainty"],
+        table5_methods=config["table5"]["methods"],
     log:
         "results/logs/audit_paper.log",
     benchmark:

@@ -1,4 +1,5 @@
-# Stage 4: sample one seed shard of one (dataset, method, NFE) cell; `amed sample` writes atomically.
+# Stage 4: sample one seed shard of one (dataset, method, NFE) cell - of each training seed's predictor for AMED
+# cells; `amed sample` writes atomically. Every setting comes from the cell's settings file (and the predictor).
 
 
 rule sample:
@@ -7,13 +8,9 @@ rule sample:
     output:
         "results/{dataset}/{method}/nfe{nfe}/samples/{shard}.npz",
     params:
-        amed=AMED,
-        device=config["device"],
-        compile=grid.compile_flag(config),
-        model=lambda w: DS[w.dataset]["model"],
-        args=lambda w, input: grid.sample_params(config, w, input),
-        seeds=lambda w: grid.shard_seeds(DS[w.dataset], w.shard),
-        batch=lambda w: DS[w.dataset]["batch"],
+        seeds=lambda w: grid.shard_seeds(config, w),
+        predictor=lambda w, input: grid.predictor_flag(input),
+        prompts=lambda w, input: grid.prompts_flag(input),
     log:
         "results/logs/sample/{dataset}/{method}/nfe{nfe}/{shard}.log",
     benchmark:
@@ -27,5 +24,14 @@ rule sample:
         "../envs/amed.yaml"
     shell:
         "export OMP_NUM_THREADS={threads}; "
-        "{params.amed} sample --model {params.model} {params.args} --seeds {params.seeds} --batch {params.batch} "
-        "--device {params.device} {params.compile} --quiet --out {output} > {log} 2>&1"
+        "amed sample --settings {input.settings:q} {params.predictor} {params.prompts} --seeds {params.seeds} "
+        "--quiet --out {output:q} > {log:q} 2>&1"
+
+
+use rule sample as sample_seed with:
+    output:
+        "results/{dataset}/{method}/nfe{nfe}/seed{tseed}/samples/{shard}.npz",
+    log:
+        "results/logs/sample/{dataset}/{method}/nfe{nfe}/seed{tseed}/{shard}.log",
+    benchmark:
+        "results/benchmarks/sample/{dataset}/{method}/nfe{nfe}/seed{tseed}/{shard}.tsv"

@@ -1,20 +1,16 @@
-# Stage 2: teacher trajectories for AMED training (resumable cache; a killed job resumes its shards).
-# {method} here is the cache's owner: the first method (Table 2, then Table 4/5 variants) with these teacher
-# settings; every cell with the same settings trains from it (grid.teacher_input).
+# Stage 2: teacher trajectories for AMED training (resumable cache; a killed job resumes its shards, a cache
+# built for other settings is replaced). {method} here is the cache's owner: the first method (Table 2, then
+# Table 4/5 variants) with these teacher settings; every cell with the same settings trains from it
+# (grid.teacher_input). The manifest teacher.json (a copy of the cache's meta.json) is the declared output.
 
 
 rule teacher:
     input:
-        unpack(lambda w: grid.prompts_input(config, w)),
-        model="results/{dataset}/model.json",
+        unpack(lambda w: grid.teacher_rule_input(config, w)),
     output:
         "results/{dataset}/teacher/{method}/nfe{nfe}/teacher.json",
     params:
-        amed=AMED,
-        device=config["device"],
-        compile=grid.compile_flag(config),
-        model=lambda w: DS[w.dataset]["model"],
-        args=lambda w, input: grid.teacher_params(config, w, input),
+        prompts=lambda w, input: grid.prompts_flag(input),
         cache=lambda w, output: os.path.join(os.path.dirname(output[0]), "cache"),
     log:
         "results/logs/teacher/{dataset}/{method}/nfe{nfe}.log",
@@ -29,6 +25,5 @@ rule teacher:
         "../envs/amed.yaml"
     shell:
         "export OMP_NUM_THREADS={threads}; "
-        "{params.amed} teacher --model {params.model} {params.args} --device {params.device} "
-        "{params.compile} --quiet "
-        "--out {params.cache} > {log} 2>&1 && cp {params.cache}/meta.json {output}"
+        "amed teacher --settings {input.settings:q} {params.prompts} --replace-mismatched --quiet "
+        "--out {params.cache:q} > {log:q} 2>&1 && cp {params.cache:q}/meta.json {output:q}"

@@ -1,23 +1,21 @@
-# Stage 3: train the AMED predictor g_phi (Algorithm 1) of each AMED method at each NFE.
+# Stage 3: train the AMED predictor g_phi (Algorithm 1) of each AMED method at each NFE, once per training seed
+# (K predictors per cell from one teacher cache; train.seeds in the config).
 
 
 rule train:
     input:
-        unpack(lambda w: grid.teacher_input(config, w)),
+        unpack(lambda w: grid.train_input(config, w)),
     output:
-        weights="results/{dataset}/{method}/nfe{nfe}/predictor.safetensors",
-        record="results/{dataset}/{method}/nfe{nfe}/predictor.json",
+        weights="results/{dataset}/{method}/nfe{nfe}/seed{tseed}/predictor.safetensors",
+        record="results/{dataset}/{method}/nfe{nfe}/seed{tseed}/predictor.json",
     params:
-        amed=AMED,
-        device=config["device"],
-        model=lambda w: DS[w.dataset]["model"],
-        args=lambda w, input: grid.train_params(config, w, input),
-        cache=lambda w, input: os.path.join(os.path.dirname(input.teacher), "cache"),
+        cache=lambda w, input: grid.cache_flag(input),
+        prompts=lambda w, input: grid.prompts_flag(input),
         stem=lambda w, output: output.weights.removesuffix(".safetensors"),
     log:
-        "results/logs/train/{dataset}/{method}/nfe{nfe}.log",
+        "results/logs/train/{dataset}/{method}/nfe{nfe}/seed{tseed}.log",
     benchmark:
-        "results/benchmarks/train/{dataset}/{method}/nfe{nfe}.tsv"
+        "results/benchmarks/train/{dataset}/{method}/nfe{nfe}/seed{tseed}.tsv"
     threads: RES["threads"]
     resources:
         mem_mb=RES["mem_mb"],
@@ -27,5 +25,5 @@ rule train:
         "../envs/amed.yaml"
     shell:
         "export OMP_NUM_THREADS={threads}; "
-        "{params.amed} train --model {params.model} {params.args} --cache {params.cache} --device {params.device} "
-        "--quiet --out {params.stem} > {log} 2>&1"
+        "amed train --settings {input.settings:q} {params.cache} {params.prompts} --train-seed {wildcards.tseed} "
+        "--quiet --out {params.stem:q} > {log:q} 2>&1"

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import shlex
 
 RESERVED_DATASETS = {"logs", "benchmarks"}
 PAPER_SCHEDULE = {"time_uniform": "uniform"}  # Table 5's row names for schedule keys; others keep their key
@@ -125,6 +127,7 @@ def table_cells(config: dict, table: str) -> list[tuple[str, str, str, dict]]:
             for teacher, opts in t["teachers"].items():
                 m = copy.deepcopy(d["methods"][b])
                 m["train"].update(teacher=teacher, teacher_options=dict(opts))
+                m = _resolve_train(m)
                 row = f"{b}[teacher={teacher}]"
                 out.append((ds, row, f"{b}.teacher-{teacher}",
                             _variant(m, d, t, f"table4.methods.{b}", row, f"{m['label'] or b}, teacher {teacher}")))
@@ -134,20 +137,52 @@ def table_cells(config: dict, table: str) -> list[tuple[str, str, str, dict]]:
                 name = PAPER_SCHEDULE.get(s["schedule"], s["schedule"])
                 m = copy.deepcopy(spec)
                 m.update(schedule=s["schedule"], rho=s["rho"])
+                m = _resolve_train(m)
                 row = f"{b}[schedule={name}]"
                 out.append((ds, row, f"{b}.schedule-{name}",
                             _variant(m, d, t, f"table5.methods.{b}", row, f"{spec['label'] or b}, {s['label'] or name}")))
     return out
 
 
+PACKAGE_TRAIN_DEFAULTS = ("teacher", "M", "teacher_options", "scale_dir", "scale_time", "lr")
+
+
+def package_train_defaults(m: dict) -> dict:
+    """The package's defaults for the train keys the config leaves null (amed.training.default_config and
+    train_predictor's lr): a default lives in one place, the package."""
+    import inspect  # noqa: PLC0415
+
+    from amed.training import default_config, train_predictor  # noqa: PLC0415
+
+    over = {k: v for k, v in (("schedule", m["schedule"]), ("rho", m["rho"])) if v is not None}
+    if m["options"]:
+        over["solver_options"] = dict(m["options"])
+    if m["train"].get("teacher") is not None:
+        over["teacher"] = m["train"]["teacher"]
+    cfg = default_config(m["solver"], 5, afs=True, **over)
+    return {"teacher": cfg.teacher, "M": cfg.M, "teacher_options": dict(cfg.teacher_options),
+            "scale_dir": cfg.scale_dir, "scale_time": cfg.scale_time,
+            "lr": inspect.signature(train_predictor).parameters["lr"].default}
+
+
+def _resolve_train(m: dict) -> dict:
+    if m["kind"] != "baseline":
+        defaults = package_train_defaults(m)
+        m["train"] = {**m["train"], **{k: defaults[k] for k in PACKAGE_TRAIN_DEFAULTS if m["train"].get(k) is None}}
+    return m
+
+
 def methods(config: dict) -> dict:
     """{dataset: {method key: settings}}: the config's methods, then the Table 4/5 variants. A variant whose
     settings equal an earlier cell's (e.g. Table 4's Heun-teacher AMED-Solver = Table 2's) is not added: its
-    rows point at that cell (`cell_key`), so nothing is computed twice."""
+    rows point at that cell (`cell_key`), so nothing is computed twice. Train keys left null take the package's
+    defaults. The result is computed once per config and reused (it is asked for by every input function)."""
+    if _METHODS_CACHE.get("config") is config:  # the config is not mutated after validation
+        return _METHODS_CACHE["value"]
     out = {}
     for ds, d in config["datasets"].items():
-        out[ds] = {k: dict(copy.deepcopy(m), origin=f"datasets.{ds}.methods.{k}", nfe=list(d["nfe"]),
-                           num_samples=d["num_samples"]) for k, m in d["methods"].items()}
+        out[ds] = {k: _resolve_train(dict(copy.deepcopy(m), origin=f"datasets.{ds}.methods.{k}", nfe=list(d["nfe"]),
+                                          num_samples=d["num_samples"])) for k, m in d["methods"].items()}
     for table in ("table4", "table5"):
         for ds, _, key, m in table_cells(config, table):
             if cell_key(out, ds, m) is None:
@@ -155,7 +190,11 @@ def methods(config: dict) -> dict:
             else:  # same experiment: the variant's NFE still need to exist there
                 k = cell_key(out, ds, m)
                 out[ds][k]["nfe"] = sorted(set(out[ds][k]["nfe"]) | set(m["nfe"]))
+    _METHODS_CACHE.update(config=config, value=out)
     return out
+
+
+_METHODS_CACHE: dict = {}
 
 
 def cell_key(resolved: dict, ds: str, m: dict) -> str | None:
@@ -181,9 +220,11 @@ def table_fid(config: dict, table: str) -> tuple[list[str], list[list]]:
         per_eval = 1
     files, rows = [], []
     for ds, row, key in cells:
+        m = resolved[ds][key]
         for nfe in nfes[row]:
-            files.append(f"results/{ds}/{key}/nfe{nfe}/fid.json")
-            rows.append([ds, row, nfe, nfe * per_eval, key])
+            for seed in (train_seeds(m) or [None]):
+                files.append(f"results/{ds}/{key}/nfe{nfe}/" + ("" if seed is None else f"seed{seed}/") + "fid.json")
+                rows.append([ds, row, nfe, nfe * per_eval, key, seed])
     return files, rows
 
 
@@ -192,36 +233,72 @@ def shards(d: dict) -> list[str]:
     return [f"{s:06d}" for s in range(0, d["num_samples"], d["shard_size"])]
 
 
-def shard_seeds(d: dict, shard: str) -> str:
-    first = int(shard)
-    return f"{first}-{min(first + d['shard_size'], d['num_samples']) - 1}"
+def shard_seeds(config, w) -> str:
+    """The seed range of one shard of a cell (ints only: it goes on a shell line)."""
+    first, d = int(w.shard), config["datasets"][w.dataset]
+    return f"{first}-{min(first + d['shard_size'], method(config, w)['num_samples']) - 1}"
 
 
-def _opts(opts: dict) -> list[str]:
-    return [f"--opt {k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in sorted(opts.items())]
+def sample_counts(config, ds: str) -> list[int]:
+    """Every number of evaluated samples a cell of ``ds`` uses (the noise floor is given for each)."""
+    return sorted({m["num_samples"] for m in methods(config)[ds].values()})
 
 
-def solver_args(m: dict, nfe: int) -> str:
-    """`amed sample/teacher/train` settings of one method at one NFE."""
-    a = [f"--solver {m['solver']}", f"--nfe {nfe}", f"--schedule {m['schedule']}",
-         "--afs" if afs_for(m, nfe) else "--no-afs"]
-    if m["rho"] is not None:
-        a.append(f"--rho {m['rho']}")
-    return " ".join(a + _opts(m["options"]))
+def _flag(name: str, path) -> str:
+    return f"{name} {shlex.quote(str(path))}" if path else ""
 
 
-def train_args(m: dict) -> str:
-    t = m["train"]
-    a = [f"--teacher {t['teacher']}", f"--M {t['M']}", f"--trajectories {t['trajectories']}",
-         f"--batch {t['batch']}", f"--seed {t['seed']}"]
-    a += [f"--teacher-opt {k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in sorted(t["teacher_options"].items())]
-    return " ".join(a)
+def prompts_flag(input) -> str:
+    """`--prompts <file>` for text-to-image cells (the workflow's own path, quoted), else nothing."""
+    return _flag("--prompts", input.get("prompts"))
 
 
-def fit_args(m: dict) -> str:
-    """The settings only `amed train` takes (scale heads, learning rate)."""
-    t = m["train"]
-    return f"--scale-dir {t['scale_dir']} --scale-time {t['scale_time']} --lr {t['lr']}"
+def predictor_flag(input) -> str:
+    return _flag("--predictor", input.get("predictor"))
+
+
+def cache_flag(input) -> str:
+    """`--cache <dir>` next to the teacher manifest; nothing when the teacher is computed on the fly."""
+    return _flag("--cache", os.path.join(os.path.dirname(input.teacher), "cache") if input.get("teacher") else None)
+
+
+# ---- Settings travel as data: each job reads its cell's settings file (amed.settings), never flag strings.
+SETTINGS_TRAIN_KEYS = ("teacher", "M", "teacher_options", "scale_dir", "scale_time", "lr", "trajectories", "holdout",
+                       "batch", "seed", "steps", "epochs", "objective", "select", "validate_every", "cache_dtype")
+
+
+def compile_setting(config) -> str:
+    """The config's compile key as `amed --compile` takes it (YAML reads bare on/off as booleans)."""
+    c = config["compile"]
+    return {True: "on", False: "off"}.get(c, c) if isinstance(c, bool) else str(c)
+
+
+def cell_settings(config, ds: str, key: str, nfe: int) -> dict:
+    """The settings file of one cell (dataset, method, NFE): everything its jobs need, as data."""
+    m, d = methods(config)[ds][key], config["datasets"][ds]
+    s = {"dataset": ds, "method": key, "label": m["label"] or key, "model": d["model"], "device": config["device"],
+         "compile": compile_setting(config), "guidance": d["guidance"], "kind": m["kind"], "solver": m["solver"],
+         "nfe": int(nfe), "schedule": m["schedule"], "rho": m["rho"], "afs": afs_for(m, int(nfe)),
+         "options": dict(m["options"]), "batch": d["batch"], "metric": d["metric"], "num_samples": m["num_samples"],
+         "uncertainty": dict(config["uncertainty"])}
+    if m["kind"] != "baseline":
+        s["train"] = {k: copy.deepcopy(m["train"][k]) for k in SETTINGS_TRAIN_KEYS if m["train"].get(k) is not None}
+    return s
+
+
+def settings_path(w) -> str:
+    return f"results/{w.dataset}/{w.method}/nfe{w.nfe}/settings.json"
+
+
+def train_seeds(m: dict) -> list[int]:
+    """The training seeds of an AMED cell: 0 .. K-1 for train.seeds = K (the data seed is train.seed)."""
+    return list(range(m["train"]["seeds"])) if m["kind"] != "baseline" else []
+
+
+def runs(config, ds: str, key: str) -> list[str]:
+    """The result directories of a cell below nfe{n}/: "" for a baseline, "seed{k}/" per training seed."""
+    m = methods(config)[ds][key]
+    return [""] if m["kind"] == "baseline" else [f"seed{k}/" for k in train_seeds(m)]
 
 
 # ---- Input/params functions of the rule files, one block per stage (snakemake --lint wants .smk files free
@@ -230,35 +307,35 @@ def method(config, w) -> dict:
     return methods(config)[w.dataset][w.method]
 
 
-def compile_flag(config) -> str:
-    """`--compile X` for the config's compile key, or nothing for auto (the CLI's default: jobs of an existing
-    results/ tree keep their command line). YAML reads bare on/off as booleans."""
-    c = config["compile"]
-    c = {True: "on", False: "off"}.get(c, c) if isinstance(c, bool) else str(c)
-    return "" if c == "auto" else f"--compile {c}"
-
-
-def model_args(d: dict, input=None) -> str:
-    """Text-to-image datasets (Table 3): classifier-free guidance and prompt i <-> seed i."""
-    a = [f"--guidance {d['guidance']}"] if d["guidance"] is not None else []
-    return " ".join(a + ([f"--prompts {input.prompts}"] if d["prompts"] is not None and input is not None else []))
-
-
 def _teacher_signature(m: dict, nfe: int) -> str:
     """What a teacher cache holds (amed.cache.cache_meta): teacher, its options, the student grid, M, seeds."""
     t = m["train"]
-    return json.dumps([t["teacher"], t["teacher_options"], t["M"], t["trajectories"], t["batch"], t["seed"],
-                       t["cache_dtype"], m["schedule"], m["rho"], afs_for(m, nfe), evals_per_step(m)], sort_keys=True)
+    return json.dumps([t["teacher"], t["teacher_options"], t["M"], t["trajectories"], t["holdout"], t["batch"],
+                       t["seed"], t["cache_dtype"], m["schedule"], m["rho"], afs_for(m, nfe), evals_per_step(m),
+                       m["solver"], m["options"]], sort_keys=True)
 
 
 def teacher_input(config, w) -> dict:
     """The teacher cache of a trained cell: the one of the first method (config order, Table 2 first) with the
-    same teacher settings, so Tables 2, 4 and 5 share caches wherever the settings coincide."""
+    same teacher settings, so Tables 2, 4 and 5 share caches wherever the settings coincide. With
+    train.teacher_cache false there is none: the training job computes its teacher on the fly."""
     resolved = methods(config)[w.dataset]
-    sig = _teacher_signature(resolved[w.method], int(w.nfe))
-    owner = next(k for k, m in resolved.items() if m["kind"] != "baseline" and int(w.nfe) in m["nfe"]
-                 and _teacher_signature(m, int(w.nfe)) == sig)
-    return {"teacher": f"results/{w.dataset}/teacher/{owner}/nfe{w.nfe}/teacher.json", **prompts_input(config, w)}
+    m = resolved[w.method]
+    if not m["train"]["teacher_cache"]:
+        return {}
+    sig = _teacher_signature(m, int(w.nfe))
+    owner = next(k for k, o in resolved.items() if o["kind"] != "baseline" and int(w.nfe) in o["nfe"]
+                 and o["train"]["teacher_cache"] and _teacher_signature(o, int(w.nfe)) == sig)
+    return {"teacher": f"results/{w.dataset}/teacher/{owner}/nfe{w.nfe}/teacher.json"}
+
+
+def train_input(config, w) -> dict:
+    return {"settings": settings_path(w), "model": f"results/{w.dataset}/model.json", **teacher_input(config, w),
+            **prompts_input(config, w)}
+
+
+def teacher_rule_input(config, w) -> dict:
+    return {"settings": settings_path(w), "model": f"results/{w.dataset}/model.json", **prompts_input(config, w)}
 
 
 def prompts_input(config, w) -> dict:
@@ -275,44 +352,108 @@ def fid_ref_input(config, w) -> dict:
     return {}
 
 
-def teacher_params(config, w, input=None) -> str:
-    m = method(config, w)
-    d = config["datasets"][w.dataset]
-    a = f"{solver_args(m, int(w.nfe))} {train_args(m)} --cache-dtype {m['train']['cache_dtype']}"
-    return f"{a} {model_args(d, input)}".rstrip()
-
-
-def train_params(config, w, input=None) -> str:
-    m = method(config, w)
-    return f"{solver_args(m, int(w.nfe))} {train_args(m)} {fit_args(m)} {model_args(config['datasets'][w.dataset], input)}".rstrip()
-
-
 def sample_input(config, w) -> dict:
-    out = {"model": f"results/{w.dataset}/model.json", **prompts_input(config, w)}
+    """A sample job's inputs: the cell's settings, the model, and an AMED cell's predictor (record and weights)."""
+    out = {"settings": settings_path(w), "model": f"results/{w.dataset}/model.json", **prompts_input(config, w)}
     if method(config, w)["kind"] != "baseline":
-        out["predictor"] = f"results/{w.dataset}/{w.method}/nfe{w.nfe}/predictor.json"
+        stem = f"results/{w.dataset}/{w.method}/nfe{w.nfe}/seed{w.tseed}/predictor"
+        out.update(predictor=f"{stem}.json", weights=f"{stem}.safetensors")
     return out
 
 
-def sample_params(config, w, input) -> str:
-    m = method(config, w)
-    extra = model_args(config["datasets"][w.dataset], input)
-    if m["kind"] != "baseline":  # every solver setting comes from the predictor record
-        return f"--predictor {input.predictor} {extra}".rstrip()
-    return f"{solver_args(m, int(w.nfe))} {extra}".rstrip()
+def run_dir(w) -> str:
+    seed = getattr(w, "tseed", None)
+    return f"results/{w.dataset}/{w.method}/nfe{w.nfe}/" + (f"seed{seed}/" if seed is not None else "")
 
 
-def fid_shards(config, w) -> list[str]:
+def fid_input(config, w) -> dict:
     d = dict(config["datasets"][w.dataset], num_samples=method(config, w)["num_samples"])
-    return [f"results/{w.dataset}/{w.method}/nfe{w.nfe}/samples/{s}.npz" for s in shards(d)]
+    return {"shards": [f"{run_dir(w)}samples/{s}.npz" for s in shards(d)], "ref": f"results/{w.dataset}/fid_ref.npz",
+            "settings": settings_path(w)}
 
 
-def fid_num(config, w) -> int:
-    return method(config, w)["num_samples"]
+def fid_seeds(config, w) -> str:
+    return f"0-{method(config, w)['num_samples'] - 1}"
+
+
+def cell_fids(config, ds: str, key: str, nfe: int) -> list[str]:
+    """The fid.json of every run (training seed) of one cell."""
+    return [f"results/{ds}/{key}/nfe{nfe}/{r}fid.json" for r in runs(config, ds, key)]
 
 
 def all_fid(config) -> list[str]:
-    return [f"results/{ds}/{m}/nfe{n}/fid.json" for ds, m, n in grid(config)]
+    return [f for ds, m, n in grid(config) for f in cell_fids(config, ds, m, n)]
+
+
+def table2_runs(config) -> list[list]:
+    """(dataset, method, nfe, train_seed or None) of every fid.json in all_fid, in the same order."""
+    out = []
+    for ds, key, nfe in grid(config):
+        m = methods(config)[ds][key]
+        out += [[ds, key, nfe, None]] if m["kind"] == "baseline" else [[ds, key, nfe, k] for k in train_seeds(m)]
+    return out
+
+
+def teacher_cache_plan(config) -> list[dict]:
+    """Every teacher cache the run builds (one per owner cell and NFE) and its size on disk before it starts:
+    (trajectories + held-out, rounded to whole batches) x student points x the sample shape x the cache dtype."""
+    import math  # noqa: PLC0415
+
+    from amed.models.registry import model_shape  # noqa: PLC0415
+
+    out, seen = [], set()
+    for ds, ms in methods(config).items():
+        shape = model_shape(config["datasets"][ds]["model"])
+        for key, m in ms.items():
+            if m["kind"] == "baseline" or not m["train"]["teacher_cache"]:
+                continue
+            for nfe in m["nfe"]:
+                w = type("W", (), {"dataset": ds, "method": key, "nfe": nfe})
+                path = teacher_input(config, w)["teacher"]
+                if path in seen:
+                    continue
+                seen.add(path)
+                t = m["train"]
+                n = math.ceil(t["trajectories"] / t["batch"]) * t["batch"] + t["holdout"]
+                points = (nfe + afs_for(m, nfe)) // 2 + 1
+                size = None if shape is None else \
+                    n * points * math.prod(shape) * (2 if t["cache_dtype"] == "float16" else 4)
+                out.append({"cache": path.replace("teacher.json", "cache"), "dataset": ds, "owner": key, "nfe": nfe,
+                            "trajectories": n, "points": points, "shape": shape, "dtype": t["cache_dtype"],
+                            "bytes": size})
+    return out
+
+
+def format_cache_plan(rows: list[dict]) -> str:
+    """The cache plan as lines: each cache, then the total."""
+    def human(b):
+        return "unknown (model shape not known before loading)" if b is None else \
+            next(f"{b / k:.1f} {u}" for k, u in ((1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1, "B"))
+                 if b >= k or k == 1)
+    lines = [f"teacher caches: {len(rows)}, {human(sum(r['bytes'] or 0 for r in rows))} in total"
+             + (" (+ caches of unknown size)" if any(r["bytes"] is None for r in rows) else "")]
+    lines += [f"  {r['cache']}: {r['trajectories']} trajectories x {r['points']} points x "
+              f"{'x'.join(map(str, r['shape'])) if r['shape'] else '?'} {r['dtype']} = {human(r['bytes'])}"
+              for r in rows]
+    return "\n".join(lines)
+
+
+def table2_records(config) -> list[str]:
+    """The predictor record of every trained run of Table 2 (their validation curves and snapshot choices)."""
+    return [f.replace("fid.json", "predictor.json") for f in all_fid(config) if "/seed" in f]
+
+
+def training_curve_targets(config) -> list[str]:
+    """The training-curve figure, when Table 2 has trained cells."""
+    return ["results/training_curves.png"] if table2_records(config) else []
+
+
+def noise_floors(config) -> list[str]:
+    return [f"results/{ds}/noise_floor.json" for ds, d in config["datasets"].items() if d["table2"]]
+
+
+def grid_input(config, w) -> str:
+    return f"results/{w.dataset}/{w.method}/nfe{w.nfe}/{runs(config, w.dataset, w.method)[0]}samples/000000.npz"
 
 
 def sample_grids(config) -> list[str]:
