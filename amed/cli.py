@@ -1,4 +1,4 @@
-"""The ``amed`` command: models, solvers, sample, teacher, train, fid, fid-ref.
+"""The ``amed`` command: models, solvers, sample, teacher, train, import-predictor, fid, fid-ref.
 
 Every subcommand writes its output atomically and prints one summary line; a user mistake is a
 one-line message on stderr and exit status 2, never a traceback.
@@ -184,10 +184,12 @@ def cmd_sample(args) -> int:
     if cell is not None and cell.get("batch"):
         args.batch = cell["batch"]
     device = _device(args.device)
+    predictor = _sample_predictor(args, load_predictor) if args.predictor else None
+    if predictor is not None and args.model is None and predictor.config.model:
+        args.model = predictor.config.model  # the model the predictor was trained for
     model = _maybe_compile(_load_model(args, device), args.compile, device, _text_to_image(args))
     shape = _shape(model)
     seeds = parse_seeds(args.seeds)
-    predictor = load_predictor(args.predictor) if args.predictor else None
     options = (cell.get("options") or None) if cell is not None else (_options(args.opt) or None)
     given = dict(solver=args.solver, nfe=args.nfe, schedule=args.schedule, afs=args.afs, sigma_min=args.sigma_min,
                  sigma_max=args.sigma_max, rho=args.rho, solver_options=options)
@@ -217,6 +219,39 @@ def cmd_sample(args) -> int:
     _save_npz(out, images=imgs, seeds=np.asarray(seeds, dtype=np.int64), meta=np.asarray(json.dumps(meta, default=str)))
     dt = time.perf_counter() - t0
     print(f"sampled {len(seeds)} images {tuple(imgs.shape[1:])} in {dt:.1f} s ({len(seeds) / dt:.1f} img/s) -> {out}")
+    return 0
+
+
+def _sample_predictor(args, load_predictor):
+    """--predictor: the project's pair, or an authors' snapshot whose missing settings the flags supply."""
+    from .authors import is_authors_snapshot  # noqa: PLC0415
+
+    if not is_authors_snapshot(args.predictor):
+        return load_predictor(args.predictor)
+    return load_predictor(args.predictor, model=args.model, guidance=args.guidance, **_given_settings(args))
+
+
+def _given_settings(args) -> dict:
+    """The solver flags a user set (None: unset), for checking or completing an imported snapshot."""
+    kw = dict(solver=args.solver, nfe=args.nfe, schedule=args.schedule, rho=args.rho, afs=args.afs,
+              sigma_min=args.sigma_min, sigma_max=args.sigma_max, solver_options=_options(args.opt) or None)
+    for name in ("scale_dir", "scale_time", "teacher", "M"):
+        kw[name] = getattr(args, name, None)
+    if getattr(args, "teacher_opt", None):
+        kw["teacher_options"] = _options(args.teacher_opt)
+    return kw
+
+
+def cmd_import_predictor(args) -> int:
+    from .authors import is_authors_snapshot, load_authors_predictor  # noqa: PLC0415
+
+    if not is_authors_snapshot(args.snapshot):
+        raise ValueError(f"expected an authors' predictor snapshot (.pkl or .pt), got {args.snapshot!r}")
+    pred = load_authors_predictor(args.snapshot, model=args.model, guidance=args.guidance, **_given_settings(args))
+    path = pred.save(args.out)
+    c, src = pred.config, pred.source
+    print(f"imported {src['file']} (sha256 {src['sha256'][:12]}...): {c.solver} NFE={c.nfe} {c.schedule} "
+          f"afs={c.afs} teacher {c.teacher} M={c.M} for model {c.model} -> {path}")
     return 0
 
 
@@ -506,7 +541,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_solvers)
     p = sub.add_parser("sample", help="generate images for a list of seeds")
     _solver_args(p, amed=False)
-    p.add_argument("--predictor", default=None, help="trained AMED predictor (.safetensors/.json); settings come from it")
+    p.add_argument("--predictor", default=None,
+                   help="trained AMED predictor (.safetensors/.json, or an authors' .pkl/.pt snapshot); settings and "
+                        "the default --model come from it")
     p.add_argument("--seeds", default="0-63", help="e.g. 0-999 or 0,5,7-9")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--out", required=True, help="output .npz (uint8 images NHWC + seeds)")
@@ -540,6 +577,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", default=None, help="teacher cache directory (default: teachers on the fly)")
     p.add_argument("--out", required=True, help="output path stem: writes <out>.safetensors and <out>.json")
     p.set_defaults(fn=cmd_train)
+    p = sub.add_parser("import-predictor", help="convert an authors' AMED predictor snapshot (.pkl/.pt) to "
+                       ".safetensors + .json without running its code")
+    p.add_argument("snapshot", help="network-snapshot-*.pkl (in its run directory) or the authors' .pt")
+    p.add_argument("--out", required=True, help="output path stem: writes <out>.safetensors and <out>.json")
+    p.add_argument("--model", default=None, help="model name, if the snapshot's dataset does not name one")
+    for flag, typ in (("--solver", str), ("--nfe", int), ("--schedule", str), ("--rho", float),
+                      ("--sigma-min", float), ("--sigma-max", float), ("--scale-dir", float),
+                      ("--scale-time", float), ("--teacher", str), ("--M", int), ("--guidance", float)):
+        p.add_argument(flag, type=typ, default=None, help="only where the snapshot lacks it (must agree otherwise)")
+    p.add_argument("--afs", action=argparse.BooleanOptionalAction, default=None, help="as above")
+    p.add_argument("--opt", action="append", metavar="KEY=VALUE", help="student solver option (as above)")
+    p.add_argument("--teacher-opt", action="append", metavar="KEY=VALUE", help="teacher solver option (as above)")
+    p.set_defaults(fn=cmd_import_predictor)
     p = sub.add_parser("fid", help="Frechet distance of sampled images against reference statistics")
     p.add_argument("--images", nargs="+", required=True, help="sample .npz files")
     p.add_argument("--ref", required=True, help="reference statistics .npz (mu, sigma)")

@@ -135,6 +135,8 @@ def _linear(in_f: int, out_f: int, g: torch.Generator, init=_kaiming_normal) -> 
 class AMEDPredictor(nn.Module):
     """g_phi(h, t_cur, t_next) -> (r, c, a), each [B] (paper Eq. 11)."""
 
+    source: dict | None = None  # where imported weights came from (amed.authors); kept in the record
+
     def __init__(self, config: AMEDConfig | None = None, seed: int = 0, hidden_dim: int = 128,
                  bottleneck_input_dim: int = 64, bottleneck_output_dim: int = 4, noise_channels: int = 8):
         super().__init__()
@@ -197,6 +199,8 @@ class AMEDPredictor(nn.Module):
         rec = {"format": "amed-predictor", "version": FORMAT_VERSION, "weights": weights.name,
                "weights_sha256": hashlib.sha256(blob).hexdigest(),
                "num_parameters": sum(p.numel() for p in self.parameters()), "config": self.config.to_json()}
+        if self.source:
+            rec["source"] = self.source
         atomic_write_bytes(record, (json.dumps(rec, indent=2) + "\n").encode())
         return weights
 
@@ -220,10 +224,19 @@ def _paths(path) -> tuple[Path, Path]:
     return p.with_name(p.name + ".safetensors"), p.with_name(p.name + ".json")
 
 
-def load_predictor(path: str | os.PathLike) -> AMEDPredictor:
-    """Load a predictor saved by ``AMEDPredictor.save`` (either file of the pair)."""
+def load_predictor(path: str | os.PathLike, **import_options) -> AMEDPredictor:
+    """Load a predictor saved by ``AMEDPredictor.save`` (either file of the pair), or import an authors'
+    snapshot (``.pkl`` / ``.pt``) with ``amed.authors.load_authors_predictor(path, **import_options)``."""
     from safetensors.torch import load as st_load  # noqa: PLC0415
 
+    if Path(path).suffix in (".pkl", ".pt"):
+        from .authors import load_authors_predictor  # noqa: PLC0415
+
+        return load_authors_predictor(path, **import_options)
+    given = sorted(k for k, v in import_options.items() if v is not None)
+    if given:
+        raise ValueError(f"options {given} apply to imported authors' snapshots (.pkl/.pt), not to {Path(path).name}: "
+                         f"its record holds every setting")
     weights, record = _paths(path)
     for p in (weights, record):
         if not p.exists():
@@ -249,4 +262,6 @@ def load_predictor(path: str | os.PathLike) -> AMEDPredictor:
     if missing:
         raise ValueError(f"{weights}: weights do not fit the recorded heads (keys {sorted(missing)})")
     pred.load_state_dict(state)
+    if isinstance(rec.get("source"), dict):
+        pred.source = rec["source"]
     return pred.eval()
