@@ -42,7 +42,7 @@ from .sampling import ModelCall, conditioned, randn_seeds, sample_trajectory
 from .schedules import refine_schedule, teacher_indices
 
 __all__ = ["train_predictor", "default_config", "teacher_states", "training_seeds", "build_teacher_cache",
-           "AUTHORS_STEPS", "Budget", "plan_budget", "rollout_l2", "TrainingDiverged"]
+           "AUTHORS_STEPS", "Budget", "plan_budget", "rollout_l2", "TrainingDiverged", "end_to_end_loss"]
 
 # Noise seeds for training live far from the evaluation seeds 0..49,999.
 TRAIN_SEED_BASE = 1_000_000_000
@@ -245,6 +245,20 @@ def _finite_or_raise(loss: torch.Tensor, grads, what: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------- training
+def end_to_end_loss(config: AMEDConfig, solver, predictor, model: ModelCall, x: torch.Tensor, target: torch.Tensor,
+                    grid: torch.Tensor):
+    """The end_to_end objective of one batch: the student rolls out from x = sigma_max * noise without detaching;
+    returns (sum of the per-interval losses ||x_{n+1} - y_{n+1}||^2, the per-interval losses, the last (r, c, a))."""
+    B = x.shape[0]
+    state = init_state(config, solver)
+    parts, rca = [], None
+    for n in range(grid.numel() - 1):
+        x, state, rca = amed_interval(config, solver, predictor, x, grid[n].expand(B), grid[n + 1].expand(B), model,
+                                      state, grad_first=True)
+        parts.append((x - target[n + 1]).square().flatten(1).sum(1).mean())
+    return torch.stack(parts).sum(), parts, rca
+
+
 def train_predictor(denoiser, shape, solver: str = "amed", nfe: int = 5, *, num_trajectories: int = 10_000,
                     batch: int = 128, lr: float = 5e-3, seed: int = 0, cache: TeacherCache | None = None,
                     device="cpu", progress: bool = False, log: Callable[[str], None] | None = None,
@@ -363,12 +377,7 @@ def train_predictor(denoiser, shape, solver: str = "amed", nfe: int = 5, *, num_
                     x, state = x_next.detach(), detach_state(state)
             else:  # end_to_end: the student's own trajectory, one update for the sum of the interval losses
                 with torch.enable_grad():
-                    parts = []
-                    for n in range(N - 1):
-                        x, state, (r, c, a) = amed_interval(config, solver_obj, predictor, x, grid[n].expand(B),
-                                                            grid[n + 1].expand(B), model, state, grad_first=True)
-                        parts.append((x - target[n + 1]).square().flatten(1).sum(1).mean())
-                    loss = torch.stack(parts).sum()
+                    loss, parts, (r, c, a) = end_to_end_loss(config, solver_obj, predictor, model, x, target, grid)
                     grads = torch.autograd.grad(loss, params, allow_unused=True)
                 _finite_or_raise(loss, grads, f"step {step + 1} (batch {b})")
                 for p, g in zip(params, grads):
