@@ -27,6 +27,10 @@ try:
     grid.check(config)  # NFE reachability, solver/kind pairs, registry keys: fails before any job runs
 except ValueError as e:
     raise WorkflowError(f"invalid config: {e}") from None
+envvars:
+    "PATH",
+
+
 # Shell rules call the `amed` entry point. Put the one installed next to this snakemake first on PATH, so a
 # venv's workflow works without activating the venv; under --sdm conda each job's environment comes first.
 if os.path.exists(os.path.join(os.path.dirname(sys.executable), "amed")):

@@ -71,22 +71,38 @@ def _replicate_counts(n: int, b: int, boot_seed: int) -> np.ndarray:
     return np.bincount(idx, minlength=n).astype(np.float64)
 
 
-def fd_bootstrap(features, ref: Reference, n_boot: int = 1000, boot_seed: int = BOOT_SEED) -> np.ndarray:
-    """FD of ``n_boot`` bootstrap replicates of the evaluated samples' features [N, D] (N >= 2)."""
+def fd_bootstrap(features, ref: Reference, n_boot: int = 1000, boot_seed: int = BOOT_SEED,
+                 device=None) -> np.ndarray:
+    """FD of ``n_boot`` bootstrap replicates of the evaluated samples' features [N, D] (N >= 2).
+
+    The replicates' covariances and eigenvalues are computed with torch in float64 on ``device`` (default:
+    CUDA when available; 2048-d Inception features at N = 50k cost seconds per replicate on a CPU, tens of
+    milliseconds on a GPU). The draws themselves depend only on (boot_seed, b, N), whatever the device.
+    """
+    import torch  # noqa: PLC0415
+
     f = np.asarray(features, np.float64)
     n, d = f.shape
     if n < 2 or d != ref.dim:
         raise ValueError(f"features must be [N >= 2, {ref.dim}], got {f.shape}")
     if n_boot < 1:
         raise ValueError(f"n_boot must be >= 1, got {n_boot!r}")
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     pivot = f.mean(0)
-    c = f - pivot  # centred about the full-sample mean (numerically kinder sums)
+    c = torch.from_numpy(f - pivot).to(device)  # centred about the full-sample mean (numerically kinder sums)
+    half = torch.from_numpy(ref._half).to(device)
+    mu_diff = torch.from_numpy(pivot - ref.mu).to(device)
     out = np.empty(n_boot)
     for b in range(n_boot):
-        w = _replicate_counts(n, b, boot_seed)
+        w = torch.from_numpy(_replicate_counts(n, b, boot_seed)).to(device)
         m = (w @ c) / n
-        cov = ((c * w[:, None]).T @ c - n * np.outer(m, m)) / (n - 1)
-        out[b] = ref.fd(pivot + m, cov)
+        cov = ((c * w[:, None]).T @ c - n * torch.outer(m, m)) / (n - 1)
+        a = half @ cov @ half
+        ev = torch.linalg.eigvalsh((a + a.T) / 2).clamp_min(0)
+        diff = mu_diff + m
+        fd = diff @ diff + torch.trace(cov) + ref._trace - 2 * ev.sqrt().sum()
+        out[b] = max(float(fd), 0.0)
     return out
 
 

@@ -36,12 +36,13 @@ def test_default_paper_target_plan(tmp_path):
     r = smk(tmp_path, ROOT / "config.yaml", "-n", "paper", "--quiet", "rules")
     assert r.returncode == 0, r.stderr
     c = job_counts(r.stdout)
-    # Table 2: 32 cells (64 shards), 8 AMED predictors. Table 4: 2 methods x 4 teachers x 4 NFE = 32 trained cells,
-    # Table 5: (DPM++(3M) + plugin) x 3 schedules x 4 NFE = 24 cells, 12 trained; 256 samples = 1 shard each.
-    # Teacher caches are shared wherever teacher, grid, M and trajectories coincide: Table 4's iPNDM-teacher
-    # plugin (1,024 trajectories) uses Table 2's plugin caches (4), Table 5 (256 trajectories) shares none:
-    # 52 train, 32 - 4 + 12 = 40 teacher.
-    assert (c["sample"], c["fid"], c["train"], c["teacher"]) == (64 + 56, 32 + 56, 8 + 44, 8 + 40), c
+    # Table 2: 24 baseline cells (one 512-seed shard each) and 8 AMED cells x 3 training seeds. Table 4: 2 methods x
+    # 4 teachers x 4 NFE = 32 trained cells (256 samples: not Table 2's cells), Table 5: DPM++(3M) x 3 schedules x 4
+    # NFE baseline cells and as many plugin cells; every trained cell has 3 training seeds. Teacher caches are shared
+    # wherever teacher, grid, M and trajectories coincide: Table 4's Heun-teacher AMED-Solver and iPNDM-teacher
+    # plugin (1,024 trajectories) use Table 2's caches, Table 5 (256 trajectories) shares none: 8 + 24 + 12.
+    assert (c["sample"], c["fid"], c["train"], c["teacher"]) == (24 + 12, 24 + 12, 3 * (8 + 32 + 12), 8 + 24 + 12), c
+    assert (c["sample_seed"], c["fid_seed"]) == (c["train"], c["train"]), c
     assert (c["sample_grid"], c["table_csv"], c["table_md"], c["audit_paper"]) == (32, 2, 2, 1), c
     assert all(c[f] == 1 for f in ("fig3", "fig4", "fig5", "fig7", "table2")), c
     assert "table3" not in r.stdout and "prompts" not in c  # Table 3 is paper-config only
@@ -51,7 +52,7 @@ def test_default_all_is_still_table2_only(tmp_path):
     r = smk(tmp_path, ROOT / "config.yaml", "-n", "--quiet", "rules")
     assert r.returncode == 0, r.stderr
     c = job_counts(r.stdout)
-    assert "table_csv" not in c and "fig4" not in c and c["total"] == 118, c
+    assert "table_csv" not in c and "fig4" not in c and c["total"] == 168, c
 
 
 def test_paper_config_plans_table3_on_stable_diffusion(tmp_path):
@@ -59,9 +60,10 @@ def test_paper_config_plans_table3_on_stable_diffusion(tmp_path):
     assert r.returncode == 0, r.stderr
     c = job_counts(r.stdout)
     # 2 methods x 4 sampler NFE (4/6/8/10 = paper NFE 8/12/16/20) x 30 shards of 1000 seeds; one plugin per NFE
-    assert (c["sample"], c["fid"], c["train"], c["teacher"], c["prompts"], c["fid_ref"]) == (240, 8, 4, 4, 1, 1), c
-    assert "--guidance 7.5 --prompts results/sd_v1_4/prompts.csv" in r.stdout
-    assert "--seeds 29000-29999" in r.stdout and "--num 30000" in r.stdout
+    assert (c["sample"] + c["sample_seed"], c["fid"] + c["fid_seed"]) == (240, 8), c
+    assert (c["train"], c["teacher"], c["prompts"], c["fid_ref"]) == (4, 4, 1, 1), c
+    assert "--prompts results/sd_v1_4/prompts.csv" in r.stdout  # the guidance scale is in the settings file
+    assert "--seeds 29000-29999" in r.stdout and "--seeds 0-29999" in r.stdout
 
 
 def test_paper_config_plans_every_target_and_reuses_table2_cells(tmp_path):
@@ -70,8 +72,8 @@ def test_paper_config_plans_every_target_and_reuses_table2_cells(tmp_path):
     c = job_counts(r.stdout)
     # Table 2: 6000 shards. Table 4: 24 new cells (Heun/iPNDM-teacher rows are Table 2's), Table 5: 20 new cells
     # (logSNR DPM++(3M) is Table 2's), 50 shards each; Table 3: 240. One teacher cache shared by Tables 4 and 5.
-    assert (c["sample"], c["train"], c["teacher"], c["fid"]) == (6000 + 1200 + 1000 + 240, 32 + 24 + 12 + 4,
-                                                                 32 + 24 + 12 + 4 - 4, 120 + 24 + 20 + 8), c
+    assert (c["sample"] + c["sample_seed"], c["train"], c["teacher"], c["fid"] + c["fid_seed"]) == \
+        (6000 + 1200 + 1000 + 240, 32 + 24 + 12 + 4, 32 + 24 + 12 + 4 - 4, 120 + 24 + 20 + 8), c
     assert (c["sample_grid"], c["table_csv"], c["audit_paper"], c["fig4"]) == (120, 3, 1, 1), c
 
 
@@ -82,7 +84,7 @@ TINY = {
             "ipndm": {"label": "iPNDM", "solver": "ipndm", "options": {"max_order": 4}},
             "amed_plugin": {"kind": "amed_plugin", "solver": "ipndm", "afs": "auto", "options": {"max_order": 4},
                             "train": {"teacher": "ipndm", "M": 1, "teacher_options": {"max_order": 4},
-                                      "trajectories": 32, "batch": 32}}}}},
+                                      "trajectories": 32, "holdout": 32, "batch": 32, "steps": 2, "seeds": 2}}}}},
     "table4": {"dataset": "tiny", "methods": ["amed_plugin"], "teachers": {"ipndm": {"max_order": 4}, "dpm2": {}},
                "nfe": [5]},
     "figures": {"dataset": "tiny", "fig4": {"trajectories": 8, "nfe": 10, "batch": 8}, "grid": {"count": 16},

@@ -53,7 +53,7 @@ def test_schema_enums_match_the_package_registries():
     method = schema["$defs"]["method"]["properties"]
     assert set(method["solver"]["enum"]) == set(amed.SOLVERS) | {"amed"} | set(PLUGIN_BASES)
     assert set(method["schedule"]["enum"]) == set(amed.SCHEDULES)
-    assert set(method["train"]["properties"]["teacher"]["enum"]) == set(amed.SOLVERS)
+    assert set(method["train"]["properties"]["teacher"]["enum"]) == set(amed.SOLVERS) | {None}  # null: package default
 
 
 def _walk(node, path="$"):
@@ -86,6 +86,17 @@ BAD = {
                    "Additional properties are not allowed ('nfes' was unexpected)"),
     "negative sample count": ({"datasets": {"d": {"num_samples": -5, "methods": {"x": {"solver": "ipndm"}}}}},
                               "-5 is less than the minimum of 1"),
+    "rho nan": ({"datasets": {"d": {"methods": {"x": {"solver": "ipndm", "rho": float("nan")}}}}},
+                "datasets.d.methods.x.rho: must be a positive finite number (or null), got nan"),
+    "negative rho": ({"datasets": {"d": {"methods": {"x": {"solver": "ipndm", "rho": -7}}}}},
+                     "-7 is less than or equal to the minimum of 0"),
+    "max_order out of range": ({"datasets": {"d": {"methods": {"x": {"solver": "ipndm", "options": {"max_order": 7}}}}}},
+                               "datasets.d.methods.x: ipndm: max_order must be 1..4, got 7"),
+    "teacher option out of range": ({"datasets": {"d": {"nfe": [5], "methods": {"x": {
+        "kind": "amed_plugin", "solver": "ipndm", "afs": True, "train": {"teacher_options": {"max_order": 9}}}}}}},
+        "datasets.d.methods.x: ipndm: max_order must be 1..4, got 9"),
+    "shell text in an option": ({"datasets": {"d": {"methods": {"x": {"solver": "ipndm",
+                                 "options": {"max_order": "3 || touch HACKED #"}}}}}}, "max_order must be 1..4"),
 }
 
 
@@ -101,15 +112,19 @@ def test_bad_config_fails_at_parse_time(tmp_path, case):
 def test_dry_run_plans_the_default_grid(tmp_path):
     r = smk(tmp_path, ROOT / "config.yaml", "-n", "--quiet", "rules")
     assert r.returncode == 0, r.stderr
-    c = job_counts(r.stdout)  # 8 methods x 4 NFE; 2 shards of 256; AMED: 2 methods x 4 NFE teachers/predictors
-    assert (c["sample"], c["fid"], c["teacher"], c["train"], c["total"]) == (64, 32, 8, 8, 118), c
+    # 6 baselines x 4 NFE, one 512-seed shard each; AMED: 2 methods x 4 NFE teacher caches, each cell 3 training seeds
+    # with a predictor, a shard and a metric each; a settings file per cell.
+    c = job_counts(r.stdout)
+    assert (c["sample"], c["fid"], c["teacher"], c["settings"]) == (24, 24, 8, 32), c
+    assert (c["train"], c["sample_seed"], c["fid_seed"], c["total"]) == (24, 24, 24, 168), c
 
 
 def test_dry_run_plans_the_paper_grid(tmp_path):
     r = smk(tmp_path, ROOT / "config" / "paper.yaml", "-n", "results/table2.csv", "--quiet", "rules")
     assert r.returncode == 0, r.stderr
-    c = job_counts(r.stdout)  # 30 (method, dataset) rows x 4 NFE x 50 shards; 8 AMED rows x 4 NFE
-    assert (c["sample"], c["fid"], c["teacher"], c["train"], c["model"], c["fid_ref"]) == (6000, 120, 32, 32, 4, 4), c
+    c = job_counts(r.stdout)  # 30 (method, dataset) rows x 4 NFE x 50 shards; 8 AMED rows x 4 NFE, one training seed
+    assert (c["sample"] + c["sample_seed"], c["fid"] + c["fid_seed"]) == (6000, 120), c
+    assert (c["teacher"], c["train"], c["model"], c["fid_ref"]) == (32, 32, 4, 4), c
 
 
 def test_lint_is_clean():
@@ -164,3 +179,32 @@ def test_kill_during_sampling_then_rerun(tmp_path, reference_run, sig):
     assert {k: after[k] for k in done} == done  # finished shards were not redone
     for name in ("table2.csv", "audit.csv"):
         assert (tmp_path / "results" / name).read_text() == (reference_run / "results" / name).read_text()
+
+
+def test_train_defaults_come_from_the_package():
+    """The schema leaves the package's training defaults null (grid resolves them from amed.training), and the
+    defaults it does spell out equal `amed train`'s."""
+    sys.path.insert(0, str(ROOT / "workflow" / "scripts"))
+    import grid
+
+    from amed.cli import build_parser
+    from amed.training import default_config
+
+    schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
+    train = schema["$defs"]["method"]["properties"]["train"]["properties"]
+    for key in grid.PACKAGE_TRAIN_DEFAULTS:
+        assert train[key]["default"] is None, key
+    sub = build_parser()._subparsers._group_actions[0].choices["train"]
+    flags = {a.dest: a.default for a in sub._actions}
+    for key, dest in [("trajectories", "trajectories"), ("holdout", "holdout"), ("batch", "batch"), ("seed", "seed"),
+                      ("steps", "steps"), ("epochs", "epochs"), ("objective", "objective"), ("select", "select"),
+                      ("validate_every", "validate_every")]:
+        assert train[key]["default"] == flags[dest], key
+    for solver, kind in [("amed", "amed_solver"), ("ipndm", "amed_plugin"), ("dpmpp3m", "amed_plugin")]:
+        m = {"kind": kind, "solver": solver, "schedule": "logsnr" if solver == "dpmpp3m" else "polynomial", "rho": None,
+             "options": {"max_order": 3} if solver != "amed" else {}, "train": {k: None for k in grid.PACKAGE_TRAIN_DEFAULTS}}
+        got = grid.package_train_defaults(m)
+        cfg = default_config(solver, 5, schedule=m["schedule"], solver_options=m["options"] or None)
+        assert (got["teacher"], got["M"], got["teacher_options"], got["scale_dir"], got["scale_time"]) == \
+            (cfg.teacher, cfg.M, cfg.teacher_options, cfg.scale_dir, cfg.scale_time)
+        assert got["lr"] == flags["lr"] == 5e-3

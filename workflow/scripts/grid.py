@@ -58,12 +58,33 @@ def check(config: dict) -> None:
                 t = m["train"]["teacher"]
                 if t not in solvers:
                     raise ValueError(f"{key}.train.teacher: unknown solver {t!r}; allowed values: {sorted(solvers)}")
+            _check_values(key, m)
             for nfe in m["nfe"]:
                 e, afs = evals_per_step(m), afs_for(m, nfe)
                 if (nfe + afs) % e or nfe + afs < e:
                     ok = [n for n in range(1, 12) if (n + afs) % e == 0 and n + afs >= e]
                     raise ValueError(f"{key}: NFE {nfe} is unreachable ({e} NFE per step, afs={afs}); "
                                      f"reachable NFE with afs={afs}: {ok}... (datasets.{ds}.nfe or {key}.afs)")
+
+
+def _check_values(key: str, m: dict) -> None:
+    """The package's own checks of what the schema cannot bound: the schedule's rho, the solver's and the teacher's
+    options (max_order ranges, variants, ...): the same code a job would run, before any job runs."""
+    import math  # noqa: PLC0415
+
+    import amed  # noqa: PLC0415
+
+    if m["rho"] is not None:
+        if not (isinstance(m["rho"], (int, float)) and math.isfinite(m["rho"]) and m["rho"] > 0):
+            raise ValueError(f"{key}.rho: must be a positive finite number (or null), got {m['rho']!r}")
+    base = m["solver"] if m["solver"] != "amed" else None
+    try:
+        if base is not None:
+            amed.make_solver(base, **m["options"])
+        if m["kind"] != "baseline":
+            amed.make_solver(m["train"]["teacher"], **m["train"]["teacher_options"])
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{key}: {e}") from None
 
 
 def grid(config: dict):
@@ -311,8 +332,8 @@ def _teacher_signature(m: dict, nfe: int) -> str:
     """What a teacher cache holds (amed.cache.cache_meta): teacher, its options, the student grid, M, seeds."""
     t = m["train"]
     return json.dumps([t["teacher"], t["teacher_options"], t["M"], t["trajectories"], t["holdout"], t["batch"],
-                       t["seed"], t["cache_dtype"], m["schedule"], m["rho"], afs_for(m, nfe), evals_per_step(m),
-                       m["solver"], m["options"]], sort_keys=True)
+                       t["seed"], t["cache_dtype"], m["schedule"], m["rho"], afs_for(m, nfe), evals_per_step(m)],
+                      sort_keys=True)  # teacher_options are resolved (methods()): no student setting leaks in
 
 
 def teacher_input(config, w) -> dict:
