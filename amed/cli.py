@@ -1,7 +1,8 @@
 """The ``amed`` command: models, solvers, sample, teacher, train, fid, fid-ref.
 
-Every subcommand writes its output atomically and prints one summary line; a user mistake is a
-one-line message on stderr and exit status 2, never a traceback.
+Every subcommand writes its output atomically and prints one summary line; a user mistake (an
+``amed.errors.AmedError``) is a one-line message on stderr and exit status 2, never a traceback. Any
+other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import json
 import sys
 import time
 from pathlib import Path
+
+from .errors import AmedError, AmedValueError
 
 __all__ = ["main"]
 
@@ -34,7 +37,7 @@ def _options(pairs) -> dict:
     out = {}
     for p in pairs or []:
         if "=" not in p:
-            raise ValueError(f"solver options are key=value, got {p!r}")
+            raise AmedValueError(f"solver options are key=value, got {p!r}")
         k, v = p.split("=", 1)
         out[k.strip()] = _value(v.strip())
     return out
@@ -59,10 +62,10 @@ def _load_model(args, device):
     if guidance is not None or prompts is not None:
         given = " and ".join(f for f, v in (("--guidance", guidance), ("--prompts", prompts)) if v is not None)
         if not is_text_to_image(name):
-            raise ValueError(f"{given} apply to text-to-image (diffusers) models only; model {name!r} is not one")
+            raise AmedValueError(f"{given} apply to text-to-image (diffusers) models only; model {name!r} is not one")
         if guidance is not None:
             if not math.isfinite(guidance):
-                raise ValueError(f"--guidance must be a finite number, got {guidance!r}")
+                raise AmedValueError(f"--guidance must be a finite number, got {guidance!r}")
             kwargs["guidance_scale"] = guidance
         if prompts is not None:
             from .models.sd import read_captions  # noqa: PLC0415
@@ -94,16 +97,16 @@ def _maybe_compile(model, setting: str, device, text_to_image: bool = False):
     if not isinstance(model, Denoiser):
         if auto:
             return model
-        raise ValueError(f"--compile {setting} needs an amed Denoiser adapter, got {type(model).__name__}")
+        raise AmedValueError(f"--compile {setting} needs an amed Denoiser adapter, got {type(model).__name__}")
     if setting == "reduce-overhead" and device.type != "cuda":
-        raise ValueError(f"--compile reduce-overhead (CUDA graphs) needs --device cuda, got {device}")
+        raise AmedValueError(f"--compile reduce-overhead (CUDA graphs) needs --device cuda, got {device}")
     return compile_denoiser(model, mode="reduce-overhead" if setting == "reduce-overhead" else None, fallback=auto)
 
 
 def _shape(model) -> tuple:
     info = getattr(model, "info", None)
     if info is None:
-        raise ValueError("the model has no ModelInfo; cannot infer the sample shape")
+        raise AmedValueError("the model has no ModelInfo; cannot infer the sample shape")
     return tuple(info.shape)
 
 
@@ -252,7 +255,7 @@ def cmd_train(args) -> int:
     if args.cache:
         meta_path = Path(args.cache) / "meta.json"
         if not meta_path.exists():
-            raise ValueError(f"no teacher cache at {args.cache} (run `amed teacher` first)")
+            raise AmedValueError(f"no teacher cache at {args.cache} (run `amed teacher` first)")
         meta = json.loads(meta_path.read_text())
         meta.pop("shard_sha256", None)
         cache = TeacherCache(args.cache, meta)  # checked against this run's settings in train_predictor
@@ -277,13 +280,13 @@ def _npz_images_count(path) -> int:
         with zipfile.ZipFile(path) as z:
             if "images.npy" not in z.namelist():
                 keys = sorted(n[:-4] for n in z.namelist() if n.endswith(".npy"))
-                raise ValueError(f"{path} holds no 'images' array (keys {keys}); give `amed sample` outputs")
+                raise AmedValueError(f"{path} holds no 'images' array (keys {keys}); give `amed sample` outputs")
             with z.open("images.npy") as f:
                 version = np.lib.format.read_magic(f)
                 read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
                 return int(read(f)[0][0])
     except zipfile.BadZipFile:
-        raise ValueError(f"{path} is not a sample .npz (not a zip archive)") from None
+        raise AmedValueError(f"{path} is not a sample .npz (not a zip archive)") from None
 
 
 def _metric_features(images, metric: str):
@@ -307,11 +310,11 @@ def cmd_fid(args) -> int:
     counts = [_npz_images_count(p) for p in args.images]
     total = sum(counts) if args.num is None else args.num
     if sum(counts) < total:
-        raise ValueError(f"need {args.num} images for the metric, the inputs hold {sum(counts)}")
+        raise AmedValueError(f"need {args.num} images for the metric, the inputs hold {sum(counts)}")
     mu_r, sigma_r = load_stats(args.ref)
 
     def mismatch(dim):
-        return ValueError(f"reference statistics {str(args.ref)!r} are {mu_r.shape[0]}-d but --metric {args.metric} "
+        return AmedValueError(f"reference statistics {str(args.ref)!r} are {mu_r.shape[0]}-d but --metric {args.metric} "
                           f"gives {dim}-d features: build the reference with the same metric")
 
     if args.metric == "inception" and mu_r.shape[0] != INCEPTION_DIM:
@@ -361,7 +364,7 @@ def cmd_fid_ref(args) -> int:
               f"inception features) -> {out}")
         return 0
     if args.data != "digits":
-        raise ValueError(f"reference statistics exist for 'digits' (fd-digits) and 'coco-val2014' (inception), "
+        raise AmedValueError(f"reference statistics exist for 'digits' (fd-digits) and 'coco-val2014' (inception), "
                          f"got {args.data!r}")
     # Quantise the data exactly as samples are (uint8), so both sides see the same pixel grid.
     data = to_uint8(torch.from_numpy(load_dataset(args.data)))
@@ -471,19 +474,38 @@ def main(argv=None) -> int:
             return 2
     try:
         return args.fn(args)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"amed {args.cmd}: {e}", file=sys.stderr)
+    except AmedError as e:  # a user mistake, a missing file or optional part: one line, not a traceback
+        hint = " (--compile off runs the network eagerly)" if type(e).__name__ == "CompileFailed" else ""
+        print(f"amed {args.cmd}: {_one_line(e)}{hint}", file=sys.stderr)
         return 2
-    except RuntimeError as e:  # missing optional parts (Inception weights, downloads): one line, not a traceback
-        name = type(e).__name__
-        if name not in ("InceptionUnavailable", "DownloadError", "CompileMismatch", "CompileFailed"):
-            raise
-        hint = " (--compile off runs the network eagerly)" if name == "CompileFailed" else ""
-        print(f"amed {args.cmd}: {e}{hint}", file=sys.stderr)
+    except (ValueError, FileNotFoundError) as e:
+        if not _from_unconverted_module(e):
+            raise  # anything else is a bug: keep its traceback
+        print(f"amed {args.cmd}: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"amed {args.cmd}: interrupted", file=sys.stderr)
         return 130
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).splitlines())
+
+
+# Transitional: these modules still raise plain ValueError/FileNotFoundError for user mistakes. Drop this
+# (and the except clause using it) once they raise amed.errors classes.
+_UNCONVERTED = ("training.py", "cache.py")
+
+
+def _from_unconverted_module(e: BaseException) -> bool:
+    """True when ``e`` was raised by a line of one of the _UNCONVERTED amed modules."""
+    tb = e.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return False
+    path = Path(tb.tb_frame.f_code.co_filename)
+    return path.parent == Path(__file__).parent and path.name in _UNCONVERTED
 
 
 if __name__ == "__main__":

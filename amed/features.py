@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from .errors import AmedFileNotFoundError, AmedValueError
+
 __all__ = ["METRIC_NAME", "FEATURE_NET", "load_feature_net", "digit_features", "fd_digits"]
 
 METRIC_NAME = "FD-digits"
@@ -30,11 +32,11 @@ def _load(directory: str | None) -> torch.nn.Module:
     d = Path(directory) if directory is not None else ASSETS
     wpath, rpath = d / f"{FEATURE_NET}.safetensors", d / f"{FEATURE_NET}.json"
     if not wpath.is_file() or not rpath.is_file():
-        raise FileNotFoundError(f"feature network {FEATURE_NET!r} is not installed: expected {wpath} and {rpath}")
+        raise AmedFileNotFoundError(f"feature network {FEATURE_NET!r} is not installed: expected {wpath} and {rpath}")
     record = json.loads(rpath.read_text())
     actual = sha256_file(wpath)
     if actual != record.get("sha256"):
-        raise ValueError(f"sha256 mismatch for {wpath}: record says {record.get('sha256')}, file has {actual}")
+        raise AmedValueError(f"sha256 mismatch for {wpath}: record says {record.get('sha256')}, file has {actual}")
     net = DigitClassifier(feat_dim=record.get("feature_dim", 64))
     net.load_state_dict(load_file(str(wpath)))
     return net.eval().requires_grad_(False)
@@ -48,7 +50,7 @@ def load_feature_net(directory: str | Path | None = None) -> torch.nn.Module:
 def digit_features(images: torch.Tensor, batch: int = 1024, directory: str | Path | None = None) -> torch.Tensor:
     """64-d penultimate features of images [N, 1, 8, 8] in [-1, 1] (clamped), float32 on CPU."""
     if images.ndim != 4 or tuple(images.shape[1:]) != (1, 8, 8):
-        raise ValueError(f"digit_features expects images of shape [N, 1, 8, 8], got {tuple(images.shape)}")
+        raise AmedValueError(f"digit_features expects images of shape [N, 1, 8, 8], got {tuple(images.shape)}")
     net = load_feature_net(directory)
     x = images.detach().float().cpu().clamp(-1, 1)
     with torch.no_grad():

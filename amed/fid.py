@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ._io import atomic_write_bytes
+from .errors import AmedError, AmedValueError
 
 __all__ = [
     "frechet_distance",
@@ -49,7 +50,7 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
     s1, s2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
     d = mu1.shape[0]
     if mu1.shape != (d,) or mu2.shape != (d,) or s1.shape != (d, d) or s2.shape != (d, d):
-        raise ValueError(f"shape mismatch: mu1 {mu1.shape}, sigma1 {s1.shape}, mu2 {mu2.shape}, sigma2 {s2.shape}")
+        raise AmedValueError(f"shape mismatch: mu1 {mu1.shape}, sigma1 {s1.shape}, mu2 {mu2.shape}, sigma2 {s2.shape}")
     diff = mu1 - mu2
     covmean = _sqrtm(s1 @ s2)
     if not np.isfinite(covmean).all():
@@ -77,7 +78,7 @@ def feature_stats(features) -> tuple[np.ndarray, np.ndarray]:
         features = features.detach().cpu().numpy()
     f = np.asarray(features, dtype=np.float64)
     if f.ndim != 2 or f.shape[0] < 2:
-        raise ValueError(f"features must be [N >= 2, D], got shape {f.shape}")
+        raise AmedValueError(f"features must be [N >= 2, D], got shape {f.shape}")
     return f.mean(axis=0), np.cov(f, rowvar=False, ddof=1).reshape(f.shape[1], f.shape[1])
 
 
@@ -94,12 +95,12 @@ class FeatureMoments:
     def add(self, features) -> None:
         f = np.asarray(features, dtype=np.float64)
         if f.ndim != 2 or f.shape[0] == 0:
-            raise ValueError(f"features must be [N >= 1, D], got shape {f.shape}")
+            raise AmedValueError(f"features must be [N >= 1, D], got shape {f.shape}")
         if self._pivot is None:
             self._pivot = f.mean(axis=0)
             self._s, self._ss = np.zeros(f.shape[1]), np.zeros((f.shape[1], f.shape[1]))
         elif f.shape[1] != self._pivot.shape[0]:
-            raise ValueError(f"feature dimension changed from {self._pivot.shape[0]} to {f.shape[1]}")
+            raise AmedValueError(f"feature dimension changed from {self._pivot.shape[0]} to {f.shape[1]}")
         c = f - self._pivot
         self._s += c.sum(axis=0)
         self._ss += c.T @ c
@@ -108,7 +109,7 @@ class FeatureMoments:
     def stats(self) -> tuple[np.ndarray, np.ndarray]:
         """(mu, sigma); sigma is the unbiased covariance (needs N >= 2)."""
         if self.n < 2:
-            raise ValueError(f"statistics need at least 2 feature vectors, got {self.n}")
+            raise AmedValueError(f"statistics need at least 2 feature vectors, got {self.n}")
         m = self._s / self.n
         return self._pivot + m, (self._ss - self.n * np.outer(m, m)) / (self.n - 1)
 
@@ -130,26 +131,26 @@ def load_stats(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         with np.load(path, allow_pickle=False) as z:
             missing = [k for k in ("mu", "sigma") if k not in z.files]
             if missing:
-                raise ValueError(f"reference stats {str(path)!r} lack key(s) {missing}; found {z.files}")
+                raise AmedValueError(f"reference stats {str(path)!r} lack key(s) {missing}; found {z.files}")
             mu, sigma = z["mu"].astype(np.float64), z["sigma"].astype(np.float64)
     except Exception as e:
-        if isinstance(e, ValueError) and "reference stats" in str(e):
+        if isinstance(e, AmedError):
             raise
-        raise ValueError(f"cannot read reference stats {str(path)!r}: {type(e).__name__}: {e}") from None
+        raise AmedValueError(f"cannot read reference stats {str(path)!r}: {type(e).__name__}: {e}") from None
     _check(mu, sigma, str(path))
     return mu, sigma
 
 
 def _check(mu: np.ndarray, sigma: np.ndarray, where: str) -> None:
     if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
-        raise ValueError(f"stats {where!r}: need mu [D] and sigma [D, D], got mu {mu.shape} and sigma {sigma.shape}")
+        raise AmedValueError(f"stats {where!r}: need mu [D] and sigma [D, D], got mu {mu.shape} and sigma {sigma.shape}")
 
 
 # ----------------------------------------------------------------------------------------------
 # Inception (clean-fid, legacy_tensorflow), for real image data sets
 
 
-class InceptionUnavailable(RuntimeError):
+class InceptionUnavailable(AmedError, RuntimeError):
     """The Inception weights are missing and cannot be downloaded (offline)."""
 
 
@@ -206,7 +207,7 @@ def inception_features(images, batch: int = 64, device=None) -> np.ndarray:
 
     x = np.asarray(images)
     if x.dtype != np.uint8 or x.ndim != 4 or 3 not in (x.shape[1], x.shape[3]):
-        raise ValueError(f"inception_features expects uint8 [N, H, W, 3] or [N, 3, H, W], got {x.dtype} {x.shape}")
+        raise AmedValueError(f"inception_features expects uint8 [N, H, W, 3] or [N, 3, H, W], got {x.dtype} {x.shape}")
     if x.shape[1] != 3:
         x = x.transpose(0, 3, 1, 2)
     if device is None:
@@ -268,7 +269,7 @@ def _coco_source(images) -> Path:
     if images is not None:
         path = Path(images).expanduser()
         if not path.exists():
-            raise ValueError(f"MS-COCO val2014 images not found: {str(path)!r} (a val2014 .zip or a folder of JPEGs)")
+            raise AmedValueError(f"MS-COCO val2014 images not found: {str(path)!r} (a val2014 .zip or a folder of JPEGs)")
         return path
     from .models.download import DownloadError, default_cache_dir, fetch
     from .models.registry import _offline
@@ -278,7 +279,7 @@ def _coco_source(images) -> Path:
         return fetch(COCO_VAL2014_URL, default_cache_dir() / "coco", offline=offline, license=COCO_IMAGES_LICENSE,
                      progress=True)
     except DownloadError as e:
-        raise ValueError(f"{e} (or set AMED_COCO_VAL2014 to a local val2014.zip or folder of JPEGs)") from None
+        raise AmedValueError(f"{e} (or set AMED_COCO_VAL2014 to a local val2014.zip or folder of JPEGs)") from None
 
 
 def _wanted_ids(captions) -> list[int] | None:
@@ -294,7 +295,7 @@ def _wanted_ids(captions) -> list[int] | None:
             try:
                 ids.setdefault(int(float(row["image_id"])), None)
             except ValueError:
-                raise ValueError(f"{captions}: image_id {row['image_id']!r} is not an integer") from None
+                raise AmedValueError(f"{captions}: image_id {row['image_id']!r} is not an integer") from None
     return list(ids)
 
 
@@ -312,7 +313,7 @@ def coco_reference_stats(out, resolution: int = 256, *, images=None, captions=No
     import zipfile
 
     if int(resolution) < 1 or int(batch) < 1:
-        raise ValueError(f"resolution and batch must be >= 1, got {resolution!r} and {batch!r}")
+        raise AmedValueError(f"resolution and batch must be >= 1, got {resolution!r} and {batch!r}")
     src = _coco_source(images)
     ids = _wanted_ids(captions) if captions is not None else None
     archive = zipfile.ZipFile(src) if src.is_file() else None
@@ -330,10 +331,10 @@ def coco_reference_stats(out, resolution: int = 256, *, images=None, captions=No
             names = [f"COCO_val2014_{i:012d}.jpg" for i in ids]
             missing = [n for n in names if n not in members]
             if missing:
-                raise ValueError(f"{len(missing)} of the {len(names)} images named by {str(captions)!r} are not in "
+                raise AmedValueError(f"{len(missing)} of the {len(names)} images named by {str(captions)!r} are not in "
                                  f"{str(src)!r}, e.g. {missing[0]!r}")
         if len(names) < 2:
-            raise ValueError(f"{str(src)!r} holds {len(names)} usable images; reference statistics need at least 2")
+            raise AmedValueError(f"{str(src)!r} holds {len(names)} usable images; reference statistics need at least 2")
         moments = FeatureMoments()
         for i in range(0, len(names), int(batch)):
             chunk = [coco_image(io.BytesIO(read(n)), int(resolution)) for n in names[i:i + int(batch)]]

@@ -22,6 +22,7 @@ from .predictor import AMEDConfig, AMEDPredictor
 from .sampling import FiniteWatch, ModelCall
 from .schedules import get_schedule
 from .solvers import DPM2, Solver, State, UniPC, make_solver
+from .errors import AmedValueError
 
 __all__ = ["PLUGIN_BASES", "SINGLE_STEP", "student_solver", "student_grid", "init_state", "amed_interval", "run_amed", "amed_coefficients",
            "detach_state"]
@@ -36,7 +37,7 @@ def student_solver(config: AMEDConfig) -> Solver:
     if config.solver == "amed":
         return DPM2()
     if config.solver not in PLUGIN_BASES:
-        raise ValueError(f"AMED-Plugin supports base solvers {list(PLUGIN_BASES)}, got {config.solver!r}")
+        raise AmedValueError(f"AMED-Plugin supports base solvers {list(PLUGIN_BASES)}, got {config.solver!r}")
     return make_solver(config.solver, **config.solver_options)
 
 
@@ -99,18 +100,18 @@ def model_conditioning(denoiser) -> str | None:
 def check_model(config: AMEDConfig, denoiser, noise: torch.Tensor) -> None:
     """A predictor trained for one model, shape and guidance scale refuses another."""
     if config.shape is not None and tuple(noise.shape[1:]) != tuple(config.shape):
-        raise ValueError(f"predictor was trained for samples of shape {tuple(config.shape)}, "
+        raise AmedValueError(f"predictor was trained for samples of shape {tuple(config.shape)}, "
                          f"got noise of shape {tuple(noise.shape[1:])}")
     info = getattr(denoiser, "info", None)
     if info is not None and config.model and getattr(info, "name", None) and info.name != config.model:
-        raise ValueError(f"predictor was trained for model {config.model!r}, got model {info.name!r}")
+        raise AmedValueError(f"predictor was trained for model {config.model!r}, got model {info.name!r}")
     sha = getattr(info, "sha256", None) if info is not None else None
     if sha and config.model_sha256 and sha != config.model_sha256:
-        raise ValueError(f"predictor was trained for model {config.model!r} with sha256 {config.model_sha256[:12]}..., "
+        raise AmedValueError(f"predictor was trained for model {config.model!r} with sha256 {config.model_sha256[:12]}..., "
                          f"but the model given has sha256 {sha[:12]}...")
     w = model_guidance(denoiser)
     if config.guidance is not None and w != config.guidance:
-        raise ValueError(f"predictor was trained with guidance scale {config.guidance:g}, the model applies "
+        raise AmedValueError(f"predictor was trained with guidance scale {config.guidance:g}, the model applies "
                          f"{'none' if w is None else format(w, 'g')} (set --guidance {config.guidance:g})")
 
 

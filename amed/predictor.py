@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ._io import atomic_write_bytes, sha256_file
+from .errors import AmedFileNotFoundError, AmedValueError
 
 __all__ = ["AMEDConfig", "AMEDPredictor", "ConstantPredictor", "load_predictor", "sha256_file", "atomic_write_bytes"]
 
@@ -65,11 +66,11 @@ class AMEDConfig:
         for name in ("scale_dir", "scale_time"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not 0.0 <= v < 1.0:
-                raise ValueError(f"{name} must lie in [0, 1), got {v!r}")
+                raise AmedValueError(f"{name} must lie in [0, 1), got {v!r}")
         if not isinstance(self.nfe, int) or self.nfe < 1:
-            raise ValueError(f"NFE must be a positive integer, got {self.nfe!r}")
+            raise AmedValueError(f"NFE must be a positive integer, got {self.nfe!r}")
         if not isinstance(self.M, int) or self.M < 0:
-            raise ValueError(f"M (teacher points per interval) must be a non-negative integer, got {self.M!r}")
+            raise AmedValueError(f"M (teacher points per interval) must be a non-negative integer, got {self.M!r}")
 
     @property
     def plugin(self) -> bool:
@@ -80,7 +81,7 @@ class AMEDConfig:
         """Student grid points N: NFE = 2 (N - 1) - [AFS]."""
         total = self.nfe + int(self.afs)
         if total % 2 or total < 2:
-            raise ValueError(f"AMED spends 2 NFE per interval: NFE={self.nfe} is unreachable with afs={self.afs}; "
+            raise AmedValueError(f"AMED spends 2 NFE per interval: NFE={self.nfe} is unreachable with afs={self.afs}; "
                              f"use afs={not self.afs} or NFE={self.nfe - 1}/{self.nfe + 1}")
         return total // 2 + 1
 
@@ -94,7 +95,7 @@ class AMEDConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ValueError(f"predictor record has unknown keys {unknown}")
+            raise AmedValueError(f"predictor record has unknown keys {unknown}")
         d = dict(d)
         if d.get("shape") is not None:
             d["shape"] = tuple(d["shape"])
@@ -200,26 +201,26 @@ def load_predictor(path: str | os.PathLike) -> AMEDPredictor:
     weights, record = _paths(path)
     for p in (weights, record):
         if not p.exists():
-            raise FileNotFoundError(f"predictor file {p} is missing (a predictor is a .safetensors + .json pair)")
+            raise AmedFileNotFoundError(f"predictor file {p} is missing (a predictor is a .safetensors + .json pair)")
     try:
         rec = json.loads(record.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{record}: not a valid predictor record ({e})") from None
+        raise AmedValueError(f"{record}: not a valid predictor record ({e})") from None
     if not isinstance(rec, dict) or rec.get("format") != "amed-predictor" or rec.get("version") != FORMAT_VERSION:
-        raise ValueError(f"{record}: not an amed predictor record of version {FORMAT_VERSION}")
+        raise AmedValueError(f"{record}: not an amed predictor record of version {FORMAT_VERSION}")
     if not isinstance(rec.get("config"), dict):
-        raise ValueError(f"{record}: the record has no 'config' object")
+        raise AmedValueError(f"{record}: the record has no 'config' object")
     blob = weights.read_bytes()
     if hashlib.sha256(blob).hexdigest() != rec.get("weights_sha256"):
-        raise ValueError(f"{weights}: sha256 does not match its record {record.name}; the file is corrupt or replaced")
+        raise AmedValueError(f"{weights}: sha256 does not match its record {record.name}; the file is corrupt or replaced")
     try:
         config = AMEDConfig.from_json(rec["config"])
     except TypeError as e:
-        raise ValueError(f"{record}: bad predictor settings ({e})") from None
+        raise AmedValueError(f"{record}: bad predictor settings ({e})") from None
     pred = AMEDPredictor(config)
     state = st_load(blob)
     missing = set(pred.state_dict()) ^ set(state)
     if missing:
-        raise ValueError(f"{weights}: weights do not fit the recorded heads (keys {sorted(missing)})")
+        raise AmedValueError(f"{weights}: weights do not fit the recorded heads (keys {sorted(missing)})")
     pred.load_state_dict(state)
     return pred.eval()

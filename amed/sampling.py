@@ -16,6 +16,7 @@ import torch
 
 from .schedules import get_schedule
 from .solvers import SOLVERS, Solver, make_solver
+from .errors import AmedValueError, Diverged
 
 __all__ = ["sample", "sample_trajectory", "randn_seeds", "parse_seeds", "Plan", "plan", "ModelCall", "afs_denoise",
            "conditioned", "resolve_device"]
@@ -52,11 +53,11 @@ def parse_seeds(spec: str | int | Sequence[int]) -> list[int]:
             else:
                 seeds.append(int(part))
         except ValueError:
-            raise ValueError(f"bad seed range {part!r} in {spec!r}; use e.g. '0-63' or '0,5,7-9'") from None
+            raise AmedValueError(f"bad seed range {part!r} in {spec!r}; use e.g. '0-63' or '0,5,7-9'") from None
     if not seeds:
-        raise ValueError(f"no seeds in {spec!r}")
+        raise AmedValueError(f"no seeds in {spec!r}")
     if min(seeds) < 0:
-        raise ValueError(f"seeds must be non-negative, got {min(seeds)}")
+        raise AmedValueError(f"seeds must be non-negative, got {min(seeds)}")
     return seeds
 
 
@@ -116,11 +117,11 @@ class Plan:
 
 def _steps_for(solver_key: str, evals_per_step: int, nfe: int, afs: bool) -> int:
     if int(nfe) != nfe or nfe < 1:
-        raise ValueError(f"NFE must be a positive integer, got {nfe!r}")
+        raise AmedValueError(f"NFE must be a positive integer, got {nfe!r}")
     total = nfe + int(afs)
     if total % evals_per_step:
         ok = [n for n in range(max(1, nfe - 2), nfe + 3) if (n + int(afs)) % evals_per_step == 0 and n >= 1]
-        raise ValueError(
+        raise AmedValueError(
             f"{solver_key} spends {evals_per_step} NFE per step, so NFE={nfe} is unreachable with afs={afs}; "
             f"use afs={not afs} or NFE in {ok} with afs={afs}")
     return total // evals_per_step
@@ -132,11 +133,11 @@ def plan(solver: str, nfe: int | None = None, schedule: str | Sequence[float] | 
     """The grid and step count for (solver, NFE, schedule); a ValueError says what would work."""
     if evals_per_step is None:
         if solver not in SOLVERS:
-            raise ValueError(f"unknown solver {solver!r}; choose one of {sorted(SOLVERS)}")
+            raise AmedValueError(f"unknown solver {solver!r}; choose one of {sorted(SOLVERS)}")
         evals_per_step = SOLVERS[solver].evals_per_step
     if isinstance(schedule, str):
         if nfe is None:
-            raise ValueError("give nfe (network evaluations) or an explicit time grid")
+            raise AmedValueError("give nfe (network evaluations) or an explicit time grid")
         steps = _steps_for(solver, evals_per_step, nfe, afs)
         if rho is None and schedule == "polynomial":
             rho = 7.0
@@ -146,14 +147,14 @@ def plan(solver: str, nfe: int | None = None, schedule: str | Sequence[float] | 
     else:
         grid = torch.as_tensor(schedule, dtype=torch.float64).flatten()
         if grid.numel() < 2 or not bool((grid[1:] < grid[:-1]).all()) or not bool((grid > 0).all()):
-            raise ValueError(f"an explicit time grid must be positive and strictly decreasing, got {grid.tolist()}")
+            raise AmedValueError(f"an explicit time grid must be positive and strictly decreasing, got {grid.tolist()}")
         steps = grid.numel() - 1
         implied = steps * evals_per_step - int(afs)
         if nfe is not None and nfe != implied:
-            raise ValueError(f"a {steps}-step grid gives NFE={implied} for {solver} with afs={afs}, not {nfe}")
+            raise AmedValueError(f"a {steps}-step grid gives NFE={implied} for {solver} with afs={afs}, not {nfe}")
         nfe = implied
         if nfe < 1:
-            raise ValueError(f"a {steps}-step grid with afs={afs} makes no network call")
+            raise AmedValueError(f"a {steps}-step grid with afs={afs} makes no network call")
     return Plan(solver=solver, nfe=int(nfe), afs=bool(afs), steps=steps, grid=grid)
 
 
@@ -198,7 +199,7 @@ class FiniteWatch:
                 self._raise(int(bad[0]))
 
     def _raise(self, i: int):
-        raise FloatingPointError(
+        raise Diverged(
             f"{self.solver}: non-finite state after step {i} (sigma {float(self.grid[i]):.6g} -> "
             f"{float(self.grid[i + 1]):.6g}); try more NFE, another schedule, or check the denoiser")
 
@@ -227,21 +228,21 @@ def _resolve(args: dict, predictor) -> dict:
         if k == "solver_options" and not v:
             continue
         if v != recorded[k]:
-            raise ValueError(f"the predictor was trained for {k}={recorded[k]!r}, got {k}={v!r}; "
+            raise AmedValueError(f"the predictor was trained for {k}={recorded[k]!r}, got {k}={v!r}; "
                              f"leave {k} unset to use the predictor's setting")
     return recorded
 
 
 def _run(denoiser, noise: Tensor, args: dict, predictor, keep_trajectory: bool, schedule_kw: dict):
     if noise.ndim < 2:
-        raise ValueError(f"noise must be [batch, ...], got shape {tuple(noise.shape)}")
+        raise AmedValueError(f"noise must be [batch, ...], got shape {tuple(noise.shape)}")
     info = getattr(denoiser, "info", None)
     for k in ("sigma_min", "sigma_max"):  # unset: the model's own range (0.002..80 for EDM models, SD's table ends)
         if isinstance(args.get(k), _Default) and isinstance(getattr(info, k, None), (int, float)):
             args = {**args, k: _Default(float(getattr(info, k)))}
     a = _resolve(args, predictor)
     if predictor is not None and schedule_kw:
-        raise ValueError(f"schedule options {sorted(schedule_kw)} cannot be combined with a predictor: "
+        raise AmedValueError(f"schedule options {sorted(schedule_kw)} cannot be combined with a predictor: "
                          f"it samples on the grid of its record")
     if predictor is not None:
         from .plugin import run_amed  # noqa: PLC0415
@@ -249,7 +250,7 @@ def _run(denoiser, noise: Tensor, args: dict, predictor, keep_trajectory: bool, 
         return run_amed(denoiser, noise, predictor, keep_trajectory=keep_trajectory)
     solver = a["solver"]
     if solver == "amed":
-        raise ValueError("solver 'amed' needs a trained predictor: pass predictor=amed.load_predictor(path)")
+        raise AmedValueError("solver 'amed' needs a trained predictor: pass predictor=amed.load_predictor(path)")
     p = plan(solver, a["nfe"], a["schedule"], a["afs"], a["sigma_min"], a["sigma_max"], a["rho"], **schedule_kw)
     method: Solver = make_solver(solver, **(a["solver_options"] or {}))
     model = ModelCall(denoiser, afs=p.afs)

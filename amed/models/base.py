@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..errors import AmedValueError
+
 __all__ = ["ModelInfo", "Denoiser", "channel_mean_feature", "to_uint8"]
 
 
@@ -41,7 +43,7 @@ class ModelInfo:
 def channel_mean_feature(h: torch.Tensor) -> torch.Tensor:
     """Channel mean of a bottleneck activation [B, C, 8, 8] -> [B, 8, 8] (paper Fig. 6)."""
     if h.ndim != 4:
-        raise ValueError(f"bottleneck feature must be [B, C, H, W], got shape {tuple(h.shape)}")
+        raise AmedValueError(f"bottleneck feature must be [B, C, H, W], got shape {tuple(h.shape)}")
     return h.detach().float().mean(dim=1)
 
 
@@ -111,5 +113,5 @@ def _as_batch_sigma(sigma, x: torch.Tensor) -> torch.Tensor:
     if sigma.ndim == 0:
         sigma = sigma.expand(x.shape[0])
     if sigma.ndim != 1 or sigma.shape[0] != x.shape[0]:
-        raise ValueError(f"sigma must be a [batch] tensor matching x {tuple(x.shape)}, got shape {tuple(sigma.shape)}")
+        raise AmedValueError(f"sigma must be a [batch] tensor matching x {tuple(x.shape)}, got shape {tuple(sigma.shape)}")
     return sigma

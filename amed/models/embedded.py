@@ -24,6 +24,7 @@ from torch import nn
 
 from .._io import sha256_file
 from .base import Denoiser, ModelInfo
+from ..errors import AmedFileNotFoundError, AmedValueError
 
 __all__ = [
     "EmbeddedSpec",
@@ -261,20 +262,20 @@ class EmbeddedDenoiser(Denoiser):
 def load_embedded(name: str = DEFAULT, directory: str | Path | None = None) -> EmbeddedDenoiser:
     """Load a shipped model from package assets, verifying the weights' sha256 against its JSON record."""
     if name not in EMBEDDED_MODELS:
-        raise ValueError(f"unknown embedded model {name!r}; known: {sorted(EMBEDDED_MODELS)}")
+        raise AmedValueError(f"unknown embedded model {name!r}; known: {sorted(EMBEDDED_MODELS)}")
     spec = EMBEDDED_MODELS[name]
     directory = Path(directory) if directory is not None else ASSETS
     wpath, rpath = directory / spec.weights_file, directory / spec.record_file
     if not wpath.is_file() or not rpath.is_file():
-        raise FileNotFoundError(f"embedded model {name!r} is not installed: expected {wpath} and {rpath}")
+        raise AmedFileNotFoundError(f"embedded model {name!r} is not installed: expected {wpath} and {rpath}")
     try:
         record = json.loads(rpath.read_text())
         expected = record["sha256"]
     except (ValueError, KeyError) as e:
-        raise ValueError(f"bad record for embedded model {name!r} at {rpath}: {e}") from None
+        raise AmedValueError(f"bad record for embedded model {name!r} at {rpath}: {e}") from None
     actual = sha256_file(wpath)
     if actual != expected:
-        raise ValueError(f"sha256 mismatch for {wpath}: record says {expected}, file has {actual} (corrupted asset?)")
+        raise AmedValueError(f"sha256 mismatch for {wpath}: record says {expected}, file has {actual} (corrupted asset?)")
     from safetensors.torch import load_file
 
     state = load_file(str(wpath))
