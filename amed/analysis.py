@@ -23,6 +23,7 @@ from .predictor import AMEDConfig, atomic_write_bytes
 from .sampling import ModelCall, conditioned, resolve_device, sample_trajectory
 from .schedules import get_schedule, refine_schedule, teacher_indices
 from .solvers import make_solver
+from ._io import open_regular_text
 from .errors import AmedValueError
 
 __all__ = ["trajectory_pca", "relative_alignment", "alignment_rows", "pca_rows", "coefficient_rows",
@@ -274,8 +275,11 @@ def write_csv(path: str | Path, rows: list[dict]) -> None:
 
 def read_long_csv(path: str | Path) -> list[dict]:
     """Rows of a long CSV (dataset, method, nfe, metric, value, ...); nfe as int, value as float."""
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
+    try:
+        with open_regular_text(path, "long CSV") as f:
+            rows = list(csv.DictReader(f))
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise AmedValueError(f"long CSV {str(path)!r} is not a UTF-8 CSV file ({e})") from None
     need = {"method", "nfe", "value"}
     if not rows or not need <= set(rows[0]):
         raise AmedValueError(f"{str(path)!r}: need a long CSV with columns {sorted(need)}, got {sorted(rows[0]) if rows else []}")

@@ -253,10 +253,12 @@ def cmd_train(args) -> int:
     model = _load_model(args, device)
     cache = None
     if args.cache:
+        from ._io import read_json_object  # noqa: PLC0415
+
         meta_path = Path(args.cache) / "meta.json"
         if not meta_path.exists():
             raise AmedValueError(f"no teacher cache at {args.cache} (run `amed teacher` first)")
-        meta = json.loads(meta_path.read_text())
+        meta = read_json_object(meta_path, "teacher cache metadata")
         meta.pop("shard_sha256", None)
         cache = TeacherCache(args.cache, meta)  # checked against this run's settings in train_predictor
     log = None if args.quiet else (lambda m: print(m, file=sys.stderr))

@@ -8,7 +8,7 @@ is NOT Inception FID and its values are not comparable to FID numbers.
 
 from __future__ import annotations
 
-import json
+import hashlib
 from functools import lru_cache
 from pathlib import Path
 
@@ -24,21 +24,21 @@ FEATURE_NET = "digits-8-features"
 
 @lru_cache(maxsize=4)
 def _load(directory: str | None) -> torch.nn.Module:
-    from safetensors.torch import load_file
-
-    from .models.embedded import ASSETS, sha256_file
+    from ._io import load_safetensors, read_json_object, read_safetensors
+    from .models.embedded import ASSETS
     from .models.train_embedded import DigitClassifier
 
     d = Path(directory) if directory is not None else ASSETS
     wpath, rpath = d / f"{FEATURE_NET}.safetensors", d / f"{FEATURE_NET}.json"
     if not wpath.is_file() or not rpath.is_file():
         raise AmedFileNotFoundError(f"feature network {FEATURE_NET!r} is not installed: expected {wpath} and {rpath}")
-    record = json.loads(rpath.read_text())
-    actual = sha256_file(wpath)
+    record = read_json_object(rpath, "feature network record")
+    blob, _ = read_safetensors(wpath, "feature network weights")
+    actual = hashlib.sha256(blob).hexdigest()
     if actual != record.get("sha256"):
         raise AmedValueError(f"sha256 mismatch for {wpath}: record says {record.get('sha256')}, file has {actual}")
     net = DigitClassifier(feat_dim=record.get("feature_dim", 64))
-    net.load_state_dict(load_file(str(wpath)))
+    net.load_state_dict(load_safetensors(blob, str(wpath)))
     return net.eval().requires_grad_(False)
 
 

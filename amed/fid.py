@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._io import atomic_write_bytes
+from ._io import MiB, NpzReader, atomic_write_bytes, open_regular, open_regular_text, read_regular_bytes
 from .errors import AmedError, AmedValueError
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
 INCEPTION_FILE = "inception-2015-12-05.pt"
 INCEPTION_URL = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/" + INCEPTION_FILE
 INCEPTION_DIM = 2048
+STATS_LIMIT = 2 << 30  # bytes per statistics array: sigma of up to 16384-d features in float64
 COCO_VAL2014_URL = "http://images.cocodataset.org/zips/val2014.zip"
 COCO_IMAGES_LICENSE = "MS-COCO images: Flickr terms of use (https://cocodataset.org/#termsofuse)"
 
@@ -128,15 +129,18 @@ def save_stats(path: str | Path, mu, sigma, **extra) -> Path:
 def load_stats(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """Read (mu, sigma) from an EDM-format ``.npz``; rejects missing keys and inconsistent shapes."""
     try:
-        with np.load(path, allow_pickle=False) as z:
-            missing = [k for k in ("mu", "sigma") if k not in z.files]
-            if missing:
-                raise AmedValueError(f"reference stats {str(path)!r} lack key(s) {missing}; found {z.files}")
-            mu, sigma = z["mu"].astype(np.float64), z["sigma"].astype(np.float64)
-    except Exception as e:
-        if isinstance(e, AmedError):
-            raise
-        raise AmedValueError(f"cannot read reference stats {str(path)!r}: {type(e).__name__}: {e}") from None
+        z = NpzReader(path, "reference stats")
+    except AmedError as e:
+        raise AmedValueError(f"cannot read reference stats {str(path)!r}: {e}") from None
+    with z:
+        missing = [k for k in ("mu", "sigma") if k not in z]
+        if missing:
+            raise AmedValueError(f"reference stats {str(path)!r} lack key(s) {missing}; found {z.keys}")
+        mu, sigma = (z.read(k, limit=STATS_LIMIT) for k in ("mu", "sigma"))
+    for name, a in (("mu", mu), ("sigma", sigma)):
+        if a.dtype.kind not in "fiu":
+            raise AmedValueError(f"reference stats {str(path)!r}: {name} is {a.dtype}, not real numbers")
+    mu, sigma = mu.astype(np.float64), sigma.astype(np.float64)
     _check(mu, sigma, str(path))
     return mu, sigma
 
@@ -286,16 +290,19 @@ def _wanted_ids(captions) -> list[int] | None:
     """The unique image ids of a captions CSV's ``image_id`` column, in CSV order; None if it has none."""
     import csv
 
-    with open(captions, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames is None or "image_id" not in reader.fieldnames:
-            return None
-        ids = {}
-        for row in reader:
-            try:
-                ids.setdefault(int(float(row["image_id"])), None)
-            except ValueError:
-                raise AmedValueError(f"{captions}: image_id {row['image_id']!r} is not an integer") from None
+    try:
+        with open_regular_text(captions, "captions CSV") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames is None or "image_id" not in reader.fieldnames:
+                return None
+            ids = {}
+            for row in reader:
+                try:
+                    ids.setdefault(int(float(row["image_id"])), None)
+                except (ValueError, OverflowError):
+                    raise AmedValueError(f"{captions}: image_id {row['image_id']!r} is not an integer") from None
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise AmedValueError(f"captions CSV {str(captions)!r} is not a UTF-8 CSV file ({e})") from None
     return list(ids)
 
 
@@ -316,7 +323,12 @@ def coco_reference_stats(out, resolution: int = 256, *, images=None, captions=No
         raise AmedValueError(f"resolution and batch must be >= 1, got {resolution!r} and {batch!r}")
     src = _coco_source(images)
     ids = _wanted_ids(captions) if captions is not None else None
-    archive = zipfile.ZipFile(src) if src.is_file() else None
+    handle = open_regular(src, "MS-COCO val2014 archive") if src.is_file() else None
+    try:
+        archive = zipfile.ZipFile(handle) if handle is not None else None
+    except zipfile.BadZipFile as e:
+        handle.close()
+        raise AmedValueError(f"MS-COCO val2014 archive {str(src)!r} is not a zip file ({e})") from None
     try:
         if archive is not None:
             members = {Path(n).name: n for n in archive.namelist() if not n.endswith("/")}
@@ -324,7 +336,9 @@ def coco_reference_stats(out, resolution: int = 256, *, images=None, captions=No
             members = {p.name: p for p in sorted(src.rglob("*")) if p.is_file()}
 
         def read(name: str) -> bytes:
-            return archive.read(members[name]) if archive is not None else members[name].read_bytes()
+            if archive is not None:
+                return archive.read(members[name])
+            return read_regular_bytes(members[name], "COCO image", limit=256 * MiB)
         if ids is None:
             names = sorted(n for n in members if n.lower().endswith(_IMAGE_SUFFIXES))
         else:
@@ -344,6 +358,7 @@ def coco_reference_stats(out, resolution: int = 256, *, images=None, captions=No
     finally:
         if archive is not None:
             archive.close()
+            handle.close()
     mu, sigma = moments.stats()
     return save_stats(out, mu, sigma, resolution=int(resolution), count=moments.n, source=str(src),
                       subset=str(captions) if ids is not None else "all")

@@ -24,12 +24,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ._io import atomic_write_bytes, sha256_file
+from ._io import atomic_write_bytes, load_safetensors, read_json_object, read_safetensors, sha256_file
 from .errors import AmedFileNotFoundError, AmedValueError
 
 __all__ = ["AMEDConfig", "AMEDPredictor", "ConstantPredictor", "load_predictor", "sha256_file", "atomic_write_bytes"]
 
 FORMAT_VERSION = 1
+MAX_RECORD_BYTES = 16 << 20  # a record is a few kB
+MAX_WEIGHTS_BYTES = 64 << 20  # g_phi is 9k parameters (36 kB)
 
 
 @dataclass
@@ -196,21 +198,16 @@ def _paths(path) -> tuple[Path, Path]:
 
 def load_predictor(path: str | os.PathLike) -> AMEDPredictor:
     """Load a predictor saved by ``AMEDPredictor.save`` (either file of the pair)."""
-    from safetensors.torch import load as st_load  # noqa: PLC0415
-
     weights, record = _paths(path)
     for p in (weights, record):
         if not p.exists():
             raise AmedFileNotFoundError(f"predictor file {p} is missing (a predictor is a .safetensors + .json pair)")
-    try:
-        rec = json.loads(record.read_text())
-    except json.JSONDecodeError as e:
-        raise AmedValueError(f"{record}: not a valid predictor record ({e})") from None
+    rec = read_json_object(record, "predictor record", limit=MAX_RECORD_BYTES)
     if not isinstance(rec, dict) or rec.get("format") != "amed-predictor" or rec.get("version") != FORMAT_VERSION:
         raise AmedValueError(f"{record}: not an amed predictor record of version {FORMAT_VERSION}")
     if not isinstance(rec.get("config"), dict):
         raise AmedValueError(f"{record}: the record has no 'config' object")
-    blob = weights.read_bytes()
+    blob, _ = read_safetensors(weights, "predictor weights", limit=MAX_WEIGHTS_BYTES)
     if hashlib.sha256(blob).hexdigest() != rec.get("weights_sha256"):
         raise AmedValueError(f"{weights}: sha256 does not match its record {record.name}; the file is corrupt or replaced")
     try:
@@ -218,7 +215,7 @@ def load_predictor(path: str | os.PathLike) -> AMEDPredictor:
     except TypeError as e:
         raise AmedValueError(f"{record}: bad predictor settings ({e})") from None
     pred = AMEDPredictor(config)
-    state = st_load(blob)
+    state = load_safetensors(blob, str(weights))
     missing = set(pred.state_dict()) ^ set(state)
     if missing:
         raise AmedValueError(f"{weights}: weights do not fit the recorded heads (keys {sorted(missing)})")

@@ -17,6 +17,7 @@ import torch
 from torch.nn import functional as F
 
 from .base import Denoiser, ModelInfo
+from .._io import open_regular
 from ..errors import AmedValueError
 
 __all__ = ["UNetModel", "CMDenoiser", "BEDROOM_CONFIG", "load_cm_bedroom", "timestep_embedding"]
@@ -257,10 +258,11 @@ def load_cm_bedroom(path, *, config: dict | None = None, name: str = "lsun_bedro
     from .safe_pickle import load_state_dict_checked
 
     path = Path(path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise AmedValueError(f"{path}: not a torch state-dict file readable with weights_only=True ({exc})") from exc
+    with open_regular(path, "checkpoint") as f:
+        try:
+            state = torch.load(f, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise AmedValueError(f"{path}: not a torch state-dict file readable with weights_only=True ({exc})") from exc
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

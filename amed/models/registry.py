@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, NamedTuple
 
+from .._io import open_regular
 from .base import Denoiser
 from .download import cached_path, default_cache_dir, fetch, read_sidecar
 from ..errors import AmedValueError
@@ -160,7 +161,7 @@ def detect_format(path) -> str:
         if (path / "model_index.json").exists() or (path / "unet" / "config.json").exists():
             return "diffusers"
         raise AmedValueError(f"{path} is a folder but not a diffusers pipeline (no model_index.json / unet/config.json)")
-    with open(path, "rb") as f:
+    with open_regular(path, "checkpoint") as f:
         head = f.read(16)
     if head.startswith(b"PK\x03\x04"):
         return "torch"  # torch.save zip archive

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from .edm import EDMDenoiser
+from .._io import open_regular
 from ..errors import AmedValueError, RefusedPickle
 
 __all__ = ["PersistentStub", "RestrictedUnpickler", "read_edm_pickle", "stub_state_dict", "load_edm_pickle"]
@@ -108,7 +109,7 @@ class RestrictedUnpickler(pickle.Unpickler):
 def read_edm_pickle(path) -> dict:
     """Unpickle an EDM snapshot with the restricted unpickler; returns the top-level dict of stubs."""
     path = Path(path)
-    with open(path, "rb") as f:
+    with open_regular(path, "EDM snapshot") as f:
         try:
             data = RestrictedUnpickler(f).load()
         except pickle.UnpicklingError as exc:

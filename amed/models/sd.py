@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from .base import Denoiser, ModelInfo
+from .._io import open_regular_text
 from ..errors import AmedOSError, AmedValueError, MissingDependency
 
 __all__ = ["SD_REPOS", "DEFAULT_SD_REPO", "COCO_CAPTIONS_URL", "SD_LICENSE", "SDDenoiser", "load_sd",
@@ -247,11 +248,14 @@ def load_sd(path_or_repo: str = DEFAULT_SD_REPO, *, local_files_only: bool | Non
 
 def read_captions(path, column: str = "text") -> list[str]:
     """Prompts from a captions CSV (the MS-COCO val2014 30k file uses the ``text`` column)."""
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames is None or column not in reader.fieldnames:
-            raise AmedValueError(f"{path}: no {column!r} column (columns: {reader.fieldnames})")
-        return [row[column] for row in reader]
+    try:
+        with open_regular_text(path, "captions CSV") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames is None or column not in reader.fieldnames:
+                raise AmedValueError(f"{path}: no {column!r} column (columns: {reader.fieldnames})")
+            return [row[column] for row in reader]
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise AmedValueError(f"captions CSV {str(path)!r} is not a UTF-8 CSV file ({e})") from None
 
 
 def coco_captions(cache_dir=None, *, offline: bool = False) -> list[str]:
