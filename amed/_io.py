@@ -307,18 +307,18 @@ class NpzReader:
                 yield np.frombuffer(data, h.dtype).reshape((k, *h.shape[1:]))
                 done += k
 
-    def _exact(self, f, n: int, key: str) -> bytes:
-        buf = io.BytesIO()
+    def _exact(self, f, n: int, key: str) -> bytearray:
+        buf = bytearray()  # writable, so arrays made from it are too
         left = n
         try:
             while left:
                 part = f.read(min(left, 16 * MiB))
                 if not part:
                     break
-                buf.write(part)
+                buf += part
                 left -= len(part)
         except (zipfile.BadZipFile, EOFError, OSError, ValueError, zlib.error) as e:
             raise AmedValueError(f"{self.where}: array {key!r} is corrupt ({e})") from None
         if left:
             raise AmedValueError(f"{self.where}: array {key!r} is truncated ({n - left} of {n} bytes)")
-        return buf.getvalue()
+        return buf

@@ -123,6 +123,13 @@ def _sigma_range(model) -> tuple[float, float]:
     return (float(getattr(info, "sigma_min", 0.002)), float(getattr(info, "sigma_max", 80.0)))
 
 
+def _check_out(*paths) -> None:
+    """Refuse an output that names a directory before any work is done (the write would fail at the end)."""
+    for p in paths:
+        if p is not None and Path(p).is_dir():
+            raise AmedValueError(f"--out {str(p)!r} is a directory; name a file")
+
+
 def _save_npz(path: Path, **arrays) -> None:
     import numpy as np  # noqa: PLC0415
 
@@ -169,10 +176,11 @@ def cmd_sample(args) -> int:
     from .plugin import model_guidance  # noqa: PLC0415
     from .sampling import conditioned  # noqa: PLC0415
 
+    _check_out(args.out)
+    seeds = parse_seeds(args.seeds)
     device = _device(args.device)
     model = _maybe_compile(_load_model(args, device), args.compile, device, _text_to_image(args))
     shape = _shape(model)
-    seeds = parse_seeds(args.seeds)
     predictor = load_predictor(args.predictor) if args.predictor else None
     given = dict(solver=args.solver, nfe=args.nfe, schedule=args.schedule, afs=args.afs, sigma_min=args.sigma_min,
                  sigma_max=args.sigma_max, rho=args.rho, solver_options=_options(args.opt) or None)
@@ -248,7 +256,9 @@ def cmd_teacher(args) -> int:
 def cmd_train(args) -> int:
     from . import train_predictor  # noqa: PLC0415
     from .cache import TeacherCache  # noqa: PLC0415
+    from .predictor import _paths  # noqa: PLC0415
 
+    _check_out(*_paths(args.out))
     device = _device(args.device)
     model = _load_model(args, device)
     cache = None
@@ -272,23 +282,8 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _npz_images_count(path) -> int:
-    """Number of images in a sample .npz, read from the array header (the pixels are not loaded)."""
-    import zipfile  # noqa: PLC0415
-
-    import numpy as np  # noqa: PLC0415
-
-    try:
-        with zipfile.ZipFile(path) as z:
-            if "images.npy" not in z.namelist():
-                keys = sorted(n[:-4] for n in z.namelist() if n.endswith(".npy"))
-                raise AmedValueError(f"{path} holds no 'images' array (keys {keys}); give `amed sample` outputs")
-            with z.open("images.npy") as f:
-                version = np.lib.format.read_magic(f)
-                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-                return int(read(f)[0][0])
-    except zipfile.BadZipFile:
-        raise AmedValueError(f"{path} is not a sample .npz (not a zip archive)") from None
+# The image layout (H, W, C) each metric takes from sample files (None: any size; Inception resizes inside).
+_METRIC_LAYOUT = {"fd-digits": (8, 8, 1), "inception": (None, None, 3)}
 
 
 def _metric_features(images, metric: str):
@@ -305,32 +300,31 @@ def _metric_features(images, metric: str):
 
 
 def cmd_fid(args) -> int:
-    import numpy as np  # noqa: PLC0415
-
+    from . import parse_seeds  # noqa: PLC0415
     from .fid import INCEPTION_DIM, FeatureMoments, frechet_distance, load_stats  # noqa: PLC0415
+    from .samples import SampleShards  # noqa: PLC0415
 
-    counts = [_npz_images_count(p) for p in args.images]
-    total = sum(counts) if args.num is None else args.num
-    if sum(counts) < total:
-        raise AmedValueError(f"need {args.num} images for the metric, the inputs hold {sum(counts)}")
-    mu_r, sigma_r = load_stats(args.ref)
+    _check_out(args.out)
+    expected = parse_seeds(args.seeds) if args.seeds is not None else None
+    # Every header (and the seeds of the images used) is checked before a pixel is read.
+    with SampleShards(args.images, _METRIC_LAYOUT[args.metric]) as shards:
+        total = shards.count if args.num is None else args.num
+        if shards.count < total:
+            raise AmedValueError(f"need {args.num} images for the metric, the inputs hold {shards.count}")
+        shards.check_seeds(total, expected)
+        mu_r, sigma_r = load_stats(args.ref)
 
-    def mismatch(dim):
-        return AmedValueError(f"reference statistics {str(args.ref)!r} are {mu_r.shape[0]}-d but --metric {args.metric} "
-                          f"gives {dim}-d features: build the reference with the same metric")
+        def mismatch(dim):
+            return AmedValueError(f"reference statistics {str(args.ref)!r} are {mu_r.shape[0]}-d but --metric "
+                                  f"{args.metric} gives {dim}-d features: build the reference with the same metric")
 
-    if args.metric == "inception" and mu_r.shape[0] != INCEPTION_DIM:
-        raise mismatch(INCEPTION_DIM)
-    # One shard in memory at a time (30k SD images at 512x512 would be 24 GB); float64 moments of the features.
-    moments, left = FeatureMoments(), total
-    for p in args.images:
-        if left == 0:
-            break
-        with np.load(p) as f:
-            images = f["images"][:left]
-        if len(images):
+        if args.metric == "inception" and mu_r.shape[0] != INCEPTION_DIM:
+            raise mismatch(INCEPTION_DIM)
+        # One chunk of images in memory at a time (30k SD images at 512x512 would be 24 GB); only the rows
+        # used are decompressed; float64 moments of the features.
+        moments = FeatureMoments()
+        for images in shards.read(total):
             moments.add(_metric_features(images, args.metric))
-        left -= len(images)
     mu, sigma = moments.stats()
     if mu.shape != mu_r.shape:
         raise mismatch(mu.shape[0])
@@ -353,6 +347,7 @@ def cmd_fid_ref(args) -> int:
 
     from .models.base import to_uint8  # noqa: PLC0415
 
+    _check_out(args.out)
     if args.data == "coco-val2014":
         import numpy as np  # noqa: PLC0415
 
@@ -453,6 +448,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ref", required=True, help="reference statistics .npz (mu, sigma)")
     p.add_argument("--metric", default="fd-digits", choices=["fd-digits", "inception"])
     p.add_argument("--num", type=int, default=None, help="use exactly this many images (error if fewer)")
+    p.add_argument("--seeds", default=None, help="the seeds the inputs hold, in order (e.g. 0-49999); a "
+                   "mismatch is an error. Without it the seeds of the images used must still be distinct")
     p.add_argument("--out", default=None, help="write the result as JSON")
     p.set_defaults(fn=cmd_fid)
     p = sub.add_parser("fid-ref", help="reference statistics: the embedded data set, or MS-COCO val2014 (Table 3)")

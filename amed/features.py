@@ -51,6 +51,11 @@ def digit_features(images: torch.Tensor, batch: int = 1024, directory: str | Pat
     """64-d penultimate features of images [N, 1, 8, 8] in [-1, 1] (clamped), float32 on CPU."""
     if images.ndim != 4 or tuple(images.shape[1:]) != (1, 8, 8):
         raise AmedValueError(f"digit_features expects images of shape [N, 1, 8, 8], got {tuple(images.shape)}")
+    if not images.is_floating_point():
+        raise AmedValueError(f"digit_features expects float images in [-1, 1], got dtype {images.dtype} "
+                             f"(uint8 pixels p map to p / 127.5 - 1)")
+    if images.numel() and not bool(torch.isfinite(images).all()):
+        raise AmedValueError("digit_features: the images hold NaN or infinite values")
     net = load_feature_net(directory)
     x = images.detach().float().cpu().clamp(-1, 1)
     with torch.no_grad():

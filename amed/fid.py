@@ -14,6 +14,7 @@ square and resized to 256x256 (authors-code.md section 7), through the same Ince
 from __future__ import annotations
 
 import io
+import math
 import os
 import socket
 from pathlib import Path
@@ -46,12 +47,18 @@ COCO_IMAGES_LICENSE = "MS-COCO images: Flickr terms of use (https://cocodataset.
 
 
 def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
-    """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2), in float64."""
-    mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
-    s1, s2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
+    """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2), in float64.
+
+    Both covariances must be finite, symmetric and positive semi-definite (up to ``PSD_TOL``); a
+    result that is not a finite number is an error, never returned.
+    """
+    mu1, mu2 = (np.atleast_1d(_real(m, n)) for m, n in ((mu1, "mu1"), (mu2, "mu2")))
+    s1, s2 = (np.atleast_2d(_real(s, n)) for s, n in ((sigma1, "sigma1"), (sigma2, "sigma2")))
     d = mu1.shape[0]
     if mu1.shape != (d,) or mu2.shape != (d,) or s1.shape != (d, d) or s2.shape != (d, d):
         raise AmedValueError(f"shape mismatch: mu1 {mu1.shape}, sigma1 {s1.shape}, mu2 {mu2.shape}, sigma2 {s2.shape}")
+    _check(mu1, s1, "mu1/sigma1")
+    _check(mu2, s2, "mu2/sigma2")
     diff = mu1 - mu2
     covmean = _sqrtm(s1 @ s2)
     if not np.isfinite(covmean).all():
@@ -59,7 +66,18 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
         offset = np.eye(d) * eps
         covmean = _sqrtm((s1 + offset) @ (s2 + offset))
     covmean = np.real(covmean)
-    return float(max(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean), 0.0))
+    value = float(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
+    if not math.isfinite(value):
+        raise AmedValueError(f"the Frechet distance of these statistics is not a finite number (got {value}); "
+                             f"check the features and the reference statistics")
+    return max(value, 0.0)
+
+
+def _real(a, name: str) -> np.ndarray:
+    a = np.asarray(a)
+    if a.dtype.kind not in "fiu":
+        raise AmedValueError(f"{name} must be real numbers, got dtype {a.dtype}")
+    return a.astype(np.float64)
 
 
 def _sqrtm(a: np.ndarray) -> np.ndarray:
@@ -145,9 +163,31 @@ def load_stats(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return mu, sigma
 
 
+PSD_TOL = 1e-5  # relative: rounding (a float32-stored sigma, a rank-deficient covariance) stays far inside it
+
+
 def _check(mu: np.ndarray, sigma: np.ndarray, where: str) -> None:
+    """Gaussian statistics: mu [D] and sigma [D, D], finite, sigma symmetric positive semi-definite
+    (asymmetry and negative eigenvalues at most PSD_TOL x the largest absolute entry / eigenvalue)."""
     if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
         raise AmedValueError(f"stats {where!r}: need mu [D] and sigma [D, D], got mu {mu.shape} and sigma {sigma.shape}")
+    for name, a in (("mu", mu), ("sigma", sigma)):
+        bad = np.flatnonzero(~np.isfinite(a))
+        if bad.size:
+            idx = np.unravel_index(bad[0], a.shape)
+            raise AmedValueError(f"stats {where!r}: {name} has {bad.size} non-finite entries, e.g. "
+                                 f"{name}{list(map(int, idx))} = {a[idx]}")
+    if not sigma.size:
+        return
+    scale = float(np.abs(sigma).max())
+    asym = float(np.abs(sigma - sigma.T).max())
+    if asym > PSD_TOL * scale:
+        raise AmedValueError(f"stats {where!r}: sigma is not symmetric (max |sigma - sigma^T| = {asym:.3g}, "
+                             f"largest entry {scale:.3g})")
+    eig = np.linalg.eigvalsh((sigma + sigma.T) / 2)
+    if eig[0] < -PSD_TOL * max(float(np.abs(eig).max()), 0.0):
+        raise AmedValueError(f"stats {where!r}: sigma is not positive semi-definite (eigenvalue {eig[0]:.4g}; "
+                             f"largest {eig[-1]:.4g}); a covariance matrix has none below zero")
 
 
 # ----------------------------------------------------------------------------------------------
