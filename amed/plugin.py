@@ -19,13 +19,13 @@ from dataclasses import replace
 import torch
 
 from .predictor import AMEDConfig, AMEDPredictor
-from .sampling import FiniteWatch, ModelCall
+from .sampling import FiniteWatch, ModelCall, check_noise
 from .schedules import get_schedule
 from .solvers import DPM2, Solver, State, UniPC, make_solver
 from .errors import AmedValueError
 
 __all__ = ["PLUGIN_BASES", "SINGLE_STEP", "student_solver", "student_grid", "init_state", "amed_interval", "run_amed", "amed_coefficients",
-           "detach_state"]
+           "detach_state", "check_features", "trained_on_features"]
 
 PLUGIN_BASES = ("ddim", "dpm2", "ipndm", "dpmpp2m", "dpmpp3m", "unipc")
 # Students that restart every training interval from the teacher's state (authors: "slightly better").
@@ -56,6 +56,8 @@ def amed_interval(config: AMEDConfig, solver: Solver, predictor: AMEDPredictor, 
                   t_cur: torch.Tensor, t_next: torch.Tensor, model: ModelCall, state: State):
     """One interval t_cur -> t_next; returns (x_next, state, (r, c, a))."""
     B = x.shape[0]
+    if config.features is None and getattr(predictor, "reads_features", True):
+        config.features = model.features  # training's first interval records what g_phi is trained on
     # Evaluate at (x_n, t_n) and read the bottleneck hooked there; no gradient reaches phi this way.
     # Only that call is hooked (the authors never hook the mid-point), except under UniPC, whose
     # model output at t_n comes from the previous interval's corrector call.
@@ -115,17 +117,41 @@ def check_model(config: AMEDConfig, denoiser, noise: torch.Tensor) -> None:
                          f"{'none' if w is None else format(w, 'g')} (set --guidance {config.guidance:g})")
 
 
+def trained_on_features(config: AMEDConfig) -> bool:
+    """Whether g_phi was trained on a network's bottleneck feature (not zeros)."""
+    if config.features is not None:
+        return bool(config.features)
+    # Not recorded (format 1 records): every registered adapter supplies the bottleneck, so a record naming
+    # one was trained on it; of any other model nothing is known.
+    from .models.registry import MODELS, _embedded_names  # noqa: PLC0415
+
+    return config.model in MODELS or config.model in _embedded_names()
+
+
+def check_features(config: AMEDConfig, predictor, denoiser, model: ModelCall) -> None:
+    """A predictor trained on bottleneck features refuses a denoiser that cannot supply them (g_phi would
+    see zeros and pick other step sizes)."""
+    if getattr(predictor, "reads_features", True) and not model.features and trained_on_features(config):
+        raise AmedValueError(
+            f"the predictor was trained on the bottleneck feature of model {config.model or '(unnamed)'!r}, but the "
+            f"denoiser given ({type(denoiser).__name__}) supplies none, so g_phi would see zeros; pass the model's "
+            f"adapter (amed.load_model), or give your denoiser with_feature(x, sigma) -> (D, feature [B, 8, 8]), "
+            f"e.g. amed.models.base.HookedDenoiser (README: bring your own denoiser)")
+
+
 @torch.no_grad()
 def run_amed(denoiser, noise: torch.Tensor, predictor: AMEDPredictor, keep_trajectory: bool = False,
              coefficients: list | None = None) -> torch.Tensor:
     """Algorithm 2: sample with a trained predictor under the settings of its record."""
     config = predictor.config
+    check_noise(denoiser, noise)
     check_model(config, denoiser, noise)
     solver = student_solver(config)
     grid_cpu = student_grid(config)
     grid = grid_cpu.to(noise.device)
     B = noise.shape[0]
     model = ModelCall(denoiser, afs=config.afs, features=True)
+    check_features(config, predictor, denoiser, model)
     predictor = predictor.to(noise.device)
     x = noise * float(grid_cpu[0])
     traj = [x] if keep_trajectory else None

@@ -8,14 +8,15 @@ All schedules return float64 tensors.
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Callable
 
 import torch
 
-from .errors import AmedValueError
+from .errors import AmedTypeError, AmedValueError
 
-__all__ = ["SCHEDULES", "get_schedule", "refine_schedule", "teacher_indices", "DiscreteVP"]
+__all__ = ["SCHEDULES", "get_schedule", "schedule_options", "refine_schedule", "teacher_indices", "DiscreteVP"]
 
 _F64 = torch.float64
 
@@ -132,11 +133,26 @@ SCHEDULES: dict[str, Callable[..., torch.Tensor]] = {
 }
 
 
+_COMMON = ("num_points", "sigma_min", "sigma_max", "rho")
+
+
+def schedule_options(name: str) -> list[str]:
+    """The keywords schedule ``name`` takes beyond (num_points, sigma_min, sigma_max, rho), e.g. discrete's table."""
+    if name not in SCHEDULES:
+        raise AmedValueError(f"unknown schedule {name!r}; choose one of {sorted(SCHEDULES)}")
+    params = inspect.signature(SCHEDULES[name]).parameters.values()
+    return sorted(p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+                  and p.name not in _COMMON)
+
+
 def get_schedule(name: str, num_points: int, sigma_min: float = 0.002, sigma_max: float = 80.0,
                  rho: float | None = None, **kwargs) -> torch.Tensor:
     """The N-point time grid of schedule ``name``, descending from sigma_max to sigma_min (float64)."""
-    if name not in SCHEDULES:
-        raise AmedValueError(f"unknown schedule {name!r}; choose one of {sorted(SCHEDULES)}")
+    unknown = sorted(set(kwargs) - set(schedule_options(name)))
+    if unknown:
+        takes = schedule_options(name)
+        raise AmedTypeError(f"schedule {name!r} got unexpected keyword argument(s) {unknown}; it takes "
+                            f"{takes if takes else 'none beyond num_points, sigma_min, sigma_max and rho'}")
     if int(num_points) != num_points or num_points < 2:
         raise AmedValueError(f"a schedule needs at least 2 time points, got {num_points!r}")
     if not (0.0 < sigma_min < sigma_max) or not math.isfinite(sigma_max):

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
 from ..errors import AmedValueError
 
-__all__ = ["ModelInfo", "Denoiser", "channel_mean_feature", "to_uint8"]
+__all__ = ["ModelInfo", "Denoiser", "HookedDenoiser", "channel_mean_feature", "to_uint8"]
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,40 @@ class Denoiser(torch.nn.Module):
     def condition(self, seeds: list[int]) -> contextlib.AbstractContextManager:
         """Bind per-seed conditioning for the next calls (default: unconditional, nothing to bind)."""
         return contextlib.nullcontext()
+
+
+class HookedDenoiser(Denoiser):
+    """Bring your own network: ``denoise(x, sigma) -> D`` plus the module whose output is its 8x8 bottleneck.
+
+    ``feature`` is that module, or its dotted name inside ``denoise`` (a ``torch.nn.Module``), e.g.
+    ``"enc.8x8_block3"``; ``with_feature`` hooks it for one call and returns its channel mean [B, 8, 8],
+    what an AMED predictor reads. ``info`` (a ModelInfo) lets the sampler check the noise shape.
+    """
+
+    def __init__(self, denoise: Callable, feature: torch.nn.Module | str, info: ModelInfo | None = None):
+        super().__init__()
+        if isinstance(feature, str):
+            if not isinstance(denoise, torch.nn.Module):
+                raise AmedValueError(f"a feature module named {feature!r} needs denoise to be a torch.nn.Module, "
+                                     f"got {type(denoise).__name__}; pass the module itself")
+            try:
+                feature = denoise.get_submodule(feature)
+            except AttributeError:
+                names = [n for n, _ in denoise.named_modules() if n][:8]
+                raise AmedValueError(f"{type(denoise).__name__} has no module {feature!r} (it has e.g. {names})") from None
+        if not isinstance(feature, torch.nn.Module):
+            raise AmedValueError(f"feature must be a torch.nn.Module or its name, got {type(feature).__name__}")
+        self.net = denoise if isinstance(denoise, torch.nn.Module) else None  # moves with .to(), .eval()
+        self._fn = None if self.net is not None else denoise
+        self._feature = (feature,)  # not registered: it is (usually) part of net already
+        if info is not None:
+            self.info = info
+
+    def denoise(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        return (self.net if self.net is not None else self._fn)(x, sigma)
+
+    def feature_module(self) -> torch.nn.Module:
+        return self._feature[0]
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
