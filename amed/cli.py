@@ -241,6 +241,8 @@ def _amed_settings(args, model) -> dict:
 def cmd_teacher(args) -> int:
     from .training import build_teacher_cache, default_config  # noqa: PLC0415
 
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise AmedValueError(f"--out {args.out!r} is a file; a teacher cache is a directory")
     device = _device(args.device)
     model = _maybe_compile(_load_model(args, device), args.compile, device, _text_to_image(args))
     cfg = default_config(args.solver, args.nfe, **_amed_settings(args, model))

@@ -144,11 +144,11 @@ class NoFeature(Denoiser):
 
 def test_a_predictor_trained_on_features_refuses_a_denoiser_without_them(tmp_path, model, trained):
     noise = amed.randn_seeds(range(4), SHAPE)
-    assert trained.config.features is True
     amed.sample(model, noise, predictor=trained)  # the adapter supplies the feature
     for den in (lambda x, s: model(x, s), NoFeature(model)):
         with pytest.raises(ValueError, match="trained on the bottleneck feature of model 'digits-8'.* supplies none"):
             amed.sample(den, noise, predictor=trained)
+    assert trained.config.features is True  # recorded by training, and saved with the predictor
     # A predictor saved by dc53b93 (no 'features' in its record) naming a registered model: the same.
     old = save_format_1(trained, tmp_path / "old")
     with pytest.warns(UserWarning, match="format 1"):
@@ -393,6 +393,9 @@ def test_a_diverging_run_is_one_line(tmp_path, capsys):
 def test_an_output_that_is_a_directory_is_one_line(tmp_path, capsys):
     refused(capsys, ["sample", "--nfe", "3", "--seeds", "0-1", "--quiet", "--out", tmp_path],
             f"--out {str(tmp_path)!r} is a directory")
+    (tmp_path / "file").write_text("")
+    refused(capsys, ["teacher", "--nfe", "3", "--trajectories", "8", "--quiet", "--out", tmp_path / "file"],
+            "is a file; a teacher cache is a directory")
 
 
 def test_a_corrupt_safetensors_header_is_one_line(tmp_path, capsys, trained):

@@ -20,7 +20,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from .._io import atomic_write_bytes, sha256_file
+from .._io import atomic_write_bytes, read_regular_text, sha256_file
 from ..errors import AmedError, AmedValueError
 
 __all__ = ["DownloadError", "fetch", "default_cache_dir", "cached_path", "sha256_file", "read_sidecar"]
@@ -57,10 +57,9 @@ def _sidecar(path: Path) -> Path:
 def read_sidecar(path) -> str | None:
     """The sha256 recorded for a cached file, or None."""
     side = _sidecar(Path(path))
-    try:
-        text = side.read_text().split()
-    except FileNotFoundError:
+    if not side.exists():
         return None
+    text = read_regular_text(side, "checksum sidecar", limit=1 << 16).split()
     return text[0].lower() if text else None
 
 
