@@ -12,6 +12,7 @@ import io
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from .errors import AmedError, AmedValueError
@@ -473,6 +474,9 @@ def main(argv=None) -> int:
         if v is not None and v < 1:
             print(f"amed {args.cmd}: --{name} must be >= 1, got {v}", file=sys.stderr)
             return 2
+    # Warnings (a format 1 predictor, a compile fallback) are one line too.
+    show = warnings.formatwarning
+    warnings.formatwarning = lambda message, category, *_a, **_k: f"amed {args.cmd}: warning: {_one_line(message)}\n"
     try:
         return args.fn(args)
     except AmedError as e:  # a user mistake, a missing file or optional part: one line, not a traceback
@@ -487,6 +491,8 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print(f"amed {args.cmd}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = show
 
 
 def _one_line(e: BaseException) -> str:
