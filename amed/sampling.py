@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -44,13 +45,12 @@ def parse_seeds(spec: str | int | Sequence[int]) -> list[int]:
     if isinstance(spec, int):
         spec = [spec]
     if not isinstance(spec, str):
-        if len(spec) > MAX_SEEDS:
-            raise AmedValueError(f"{len(spec)} seeds is more than the {MAX_SEEDS} one run takes; split the run")
-        seeds = [int(s) for s in spec]
+        seeds = list(itertools.islice((int(s) for s in spec), MAX_SEEDS + 1))
+        if len(seeds) > MAX_SEEDS:
+            raise AmedValueError(f"more than {MAX_SEEDS} seeds, the most one run takes; split the run into shards")
         _check_seed_values(seeds, spec)
         return seeds
     ranges: list[tuple[int, int]] = []
-    count = 0
     for part in spec.split(","):
         part = part.strip()
         if not part:
@@ -65,13 +65,13 @@ def parse_seeds(spec: str | int | Sequence[int]) -> list[int]:
                 lo_i = hi_i = int(part)
         except ValueError:
             raise AmedValueError(f"bad seed range {part!r} in {spec!r}; use e.g. '0-63' or '0,5,7-9'") from None
-        count += hi_i - lo_i + 1
-        if count > MAX_SEEDS:
-            raise AmedValueError(f"seeds {spec!r} name {'more than ' if len(ranges) else ''}{count} seeds, more "
-                                 f"than the {MAX_SEEDS} one run takes; split the run into shards")
         ranges.append((lo_i, hi_i))
     if not ranges:
         raise AmedValueError(f"no seeds in {spec!r}")
+    count = sum(hi - lo + 1 for lo, hi in ranges)  # counted before any list is built
+    if count > MAX_SEEDS:
+        raise AmedValueError(f"seeds {spec!r} name {count} seeds, more than the {MAX_SEEDS} one run takes; "
+                             f"split the run into shards")
     _check_seed_values([v for r in ranges for v in r], spec)
     return [s for lo, hi in ranges for s in range(lo, hi + 1)]
 
