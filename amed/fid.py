@@ -295,8 +295,12 @@ def coco_image(data, resolution: int = 256) -> np.ndarray:
     """
     from PIL import Image
 
-    img = data if isinstance(data, Image.Image) else Image.open(data)
-    img = img.convert("RGB")
+    if isinstance(data, (str, os.PathLike)):  # a user's path: a regular file only, read once
+        data = io.BytesIO(read_regular_bytes(data, "image", limit=256 * MiB))
+    try:
+        img = (data if isinstance(data, Image.Image) else Image.open(data)).convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError) as e:  # UnidentifiedImageError is an OSError
+        raise AmedValueError(f"not a readable image ({' '.join(str(e).split())})") from None
     w, h = img.size
     side = min(w, h)
     left, top = (w - side) // 2, (h - side) // 2
@@ -304,6 +308,13 @@ def coco_image(data, resolution: int = 256) -> np.ndarray:
     if img.size != (resolution, resolution):
         img = img.resize((resolution, resolution), Image.BICUBIC)
     return np.asarray(img, dtype=np.uint8)
+
+
+def _coco_member(read, name: str, resolution: int, src) -> np.ndarray:
+    try:
+        return coco_image(io.BytesIO(read(name)), resolution)
+    except AmedValueError as e:
+        raise AmedValueError(f"{str(src)!r}: {name}: {e}") from None
 
 
 def _coco_source(images) -> Path:
@@ -391,7 +402,7 @@ def coco_reference_stats(out, resolution: int = 256, *, images=None, captions=No
             raise AmedValueError(f"{str(src)!r} holds {len(names)} usable images; reference statistics need at least 2")
         moments = FeatureMoments()
         for i in range(0, len(names), int(batch)):
-            chunk = [coco_image(io.BytesIO(read(n)), int(resolution)) for n in names[i:i + int(batch)]]
+            chunk = [_coco_member(read, n, int(resolution), src) for n in names[i:i + int(batch)]]
             moments.add(inception_features(np.stack(chunk), batch=int(batch)))
             if progress is not None:
                 progress(len(chunk))
