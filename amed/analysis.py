@@ -23,6 +23,8 @@ from .predictor import AMEDConfig, atomic_write_bytes
 from .sampling import ModelCall, conditioned, resolve_device, sample_trajectory
 from .schedules import get_schedule, refine_schedule, teacher_indices
 from .solvers import make_solver
+from ._io import open_regular_text
+from .errors import AmedValueError
 
 __all__ = ["trajectory_pca", "relative_alignment", "alignment_rows", "pca_rows", "coefficient_rows",
            "read_long_csv", "load_on", "sampler_pca", "long_to_markdown", "image_grid", "write_csv",
@@ -52,12 +54,12 @@ def trajectory_pca(traj: torch.Tensor, components: int = 2, chunk: int = 256) ->
     """
     traj = torch.as_tensor(traj)
     if traj.ndim < 2:
-        raise ValueError(f"trajectory_pca: need [T, D] or [T, B, ...], got shape {tuple(traj.shape)}")
+        raise AmedValueError(f"trajectory_pca: need [T, D] or [T, B, ...], got shape {tuple(traj.shape)}")
     X = traj[:, None] if traj.ndim == 2 else traj.reshape(traj.shape[0], traj.shape[1], -1)
     X = X.transpose(0, 1)  # [B, T, D]
     B, T, D = X.shape
     if T < 2:
-        raise ValueError(f"trajectory_pca: a trajectory needs at least 2 points, got T={T}")
+        raise AmedValueError(f"trajectory_pca: a trajectory needs at least 2 points, got T={T}")
     errs, expl = [], []
     for i in range(0, B, chunk):
         x = X[i:i + chunk].to(torch.float64)
@@ -170,26 +172,26 @@ def relative_alignment(denoise: Callable, noise: torch.Tensor, solvers: Sequence
     else:
         t = torch.as_tensor(grid, dtype=torch.float64)
         if t.ndim != 1 or t.numel() < 2 or not bool((t[1:] < t[:-1]).all()):
-            raise ValueError(f"relative_alignment: grid must be a decreasing 1-D tensor of times, got {grid!r}")
+            raise AmedValueError(f"relative_alignment: grid must be a decreasing 1-D tensor of times, got {grid!r}")
         num_points = t.numel()
     intervals = num_points - 1
     # Ground truth: Heun (2 NFE per step) on a grid with M points inserted per interval.
     M = max(0, round(truth_grid_nfe / (2 * intervals)) - 1)
     fine = refine_schedule(grid if isinstance(grid, str) else t, num_points, M, sigma_min, sigma_max, rho)
     if not torch.allclose(fine[teacher_indices(num_points, M)], t, rtol=1e-9, atol=0):
-        raise ValueError(f"relative_alignment: the refined grid of {grid!r} does not contain the student points")
+        raise AmedValueError(f"relative_alignment: the refined grid of {grid!r} does not contain the student points")
     truth = sample_trajectory(denoise, noise, solver="heun", nfe=None, schedule=fine)[teacher_indices(num_points, M)]
 
     r_grid = torch.linspace(0.05, 0.95, 19, dtype=torch.float64) if r_grid is None else \
         torch.as_tensor(r_grid, dtype=torch.float64).reshape(-1)
     if r_grid.numel() == 0 or bool(((r_grid <= 0) | (r_grid > 1)).any()):
-        raise ValueError(f"relative_alignment: r_grid values must lie in (0, 1], got {r_grid.tolist()!r}")
+        raise AmedValueError(f"relative_alignment: r_grid values must lie in (0, 1], got {r_grid.tolist()!r}")
     B = noise.shape[0]
     t = t.to(noise.device)
     out = {"t": t.cpu(), "truth": truth, "r_grid": r_grid, "solvers": list(solvers)}
     for key in solvers:
         if key != "amed" and key not in PLUGIN_BASES:
-            raise ValueError(f"relative_alignment: unknown solver {key!r}; choose 'amed' or one of {list(PLUGIN_BASES)}")
+            raise AmedValueError(f"relative_alignment: unknown solver {key!r}; choose 'amed' or one of {list(PLUGIN_BASES)}")
         opts = dict((solver_options or {}).get(key, {}))
         config = AMEDConfig(solver=key, nfe=2 * intervals, afs=False, scale_dir=0.0, scale_time=0.0,
                             solver_options=opts)
@@ -263,7 +265,7 @@ def coefficient_rows(coef: dict) -> list[dict]:
 def write_csv(path: str | Path, rows: list[dict]) -> None:
     """Write ``rows`` (a list of dicts with the same keys) as a CSV, atomically."""
     if not rows:
-        raise ValueError(f"write_csv: no rows to write to {str(path)!r}")
+        raise AmedValueError(f"write_csv: no rows to write to {str(path)!r}")
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
     w.writeheader()
@@ -273,11 +275,14 @@ def write_csv(path: str | Path, rows: list[dict]) -> None:
 
 def read_long_csv(path: str | Path) -> list[dict]:
     """Rows of a long CSV (dataset, method, nfe, metric, value, ...); nfe as int, value as float."""
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
+    try:
+        with open_regular_text(path, "long CSV") as f:
+            rows = list(csv.DictReader(f))
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise AmedValueError(f"long CSV {str(path)!r} is not a UTF-8 CSV file ({e})") from None
     need = {"method", "nfe", "value"}
     if not rows or not need <= set(rows[0]):
-        raise ValueError(f"{str(path)!r}: need a long CSV with columns {sorted(need)}, got {sorted(rows[0]) if rows else []}")
+        raise AmedValueError(f"{str(path)!r}: need a long CSV with columns {sorted(need)}, got {sorted(rows[0]) if rows else []}")
     for r in rows:
         r["nfe"], r["value"] = int(r["nfe"]), float(r["value"])
     return rows
@@ -357,7 +362,7 @@ def plot_quality_vs_nfe(rows: list[dict], png: str | Path, csv_path: str | Path 
     """
     plt = _plt()
     if not rows:
-        raise ValueError("plot_quality_vs_nfe: no rows")
+        raise AmedValueError("plot_quality_vs_nfe: no rows")
     if single_step is None or isinstance(single_step, str):
         pat = re.compile(single_step or SINGLE_STEP_PATTERN, re.I)
         is_single = lambda m: bool(pat.search(m))  # noqa: E731
@@ -540,7 +545,7 @@ def image_grid(images: np.ndarray, cols: int | None = None, scale: int | None = 
     """uint8 NHWC images -> one uint8 HWC grid image; nearest-neighbour upscaling (8x8 -> 64x64 by default)."""
     images = np.asarray(images)
     if images.ndim != 4 or images.dtype != np.uint8:
-        raise ValueError(f"image_grid: need uint8 NHWC images, got {images.dtype} of shape {images.shape}")
+        raise AmedValueError(f"image_grid: need uint8 NHWC images, got {images.dtype} of shape {images.shape}")
     n, h, w, ch = images.shape
     scale = scale or max(1, 64 // max(h, w))
     if scale > 1:

@@ -23,7 +23,9 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from ._io import read_json_object
 from .predictor import atomic_write_bytes, sha256_file
+from .errors import AmedValueError
 
 __all__ = ["TeacherCache", "cache_meta"]
 
@@ -38,9 +40,9 @@ def cache_meta(*, model: str, model_sha256: str | None, teacher: str, teacher_op
                guidance: float | None = None, conditioning: str | None = None) -> dict:
     """The identity of a cache: every field must match for the cache to be used."""
     if dtype not in _DTYPES:
-        raise ValueError(f"cache dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+        raise AmedValueError(f"cache dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
     if shard_size < 1 or num_seeds < 1:
-        raise ValueError(f"need shard_size >= 1 and num_seeds >= 1, got {shard_size!r}, {num_seeds!r}")
+        raise AmedValueError(f"need shard_size >= 1 and num_seeds >= 1, got {shard_size!r}, {num_seeds!r}")
     return {"format": FORMAT, "version": VERSION, "model": model, "model_sha256": model_sha256, "teacher": teacher,
             "teacher_options": dict(teacher_options), "schedule": schedule, "rho": rho, "sigma_min": float(sigma_min),
             "sigma_max": float(sigma_max), "num_points": int(num_points), "M": int(M),
@@ -63,12 +65,10 @@ class TeacherCache:
         on_disk = self.root / "meta.json"
         if on_disk.exists():
             try:
-                stored = json.loads(on_disk.read_text())
-                if not isinstance(stored, dict):
-                    raise ValueError(f"a JSON {type(stored).__name__}, not an object")
+                stored = read_json_object(on_disk, "teacher cache metadata")
             except ValueError as e:
                 if not replace_mismatched:
-                    raise ValueError(f"{on_disk}: corrupt cache metadata ({e}); delete the directory to rebuild") from None
+                    raise AmedValueError(f"{on_disk}: corrupt cache metadata ({e}); delete the directory to rebuild") from None
                 self._clear()
                 return
             diffs = [k for k in meta if stored.get(k) != meta[k]]
@@ -77,7 +77,7 @@ class TeacherCache:
                 return
             if diffs:
                 k = diffs[0]
-                raise ValueError(f"teacher cache {self.root} was built for {k}={stored.get(k)!r}, "
+                raise AmedValueError(f"teacher cache {self.root} was built for {k}={stored.get(k)!r}, "
                                  f"this run needs {k}={meta[k]!r}; use another cache directory or delete this one")
             self.hashes = dict(stored.get("shard_sha256", {}))
 
@@ -141,16 +141,16 @@ class TeacherCache:
             return self._shards[k]
         path = self.shard_path(k)
         if str(k) not in self.hashes or not path.exists():
-            raise ValueError(f"teacher cache {self.root} has no shard {k}; build it first")
+            raise AmedValueError(f"teacher cache {self.root} has no shard {k}; build it first")
         if k not in self._checked:
             if sha256_file(path) != self.hashes[str(k)]:
-                raise ValueError(f"{path}: sha256 differs from the cache metadata; the shard is corrupt, delete it to rebuild")
+                raise AmedValueError(f"{path}: sha256 differs from the cache metadata; the shard is corrupt, delete it to rebuild")
             self._checked.add(k)
         arr = np.load(path, mmap_mode="r")
         lo, hi = self.shard_range(k)
         expect = (hi - lo, self.meta["num_points"], *self.meta["shape"])
         if arr.shape != expect or arr.dtype != _DTYPES[self.meta["dtype"]]:
-            raise ValueError(f"{path}: holds {arr.dtype}{list(arr.shape)}, the metadata says "
+            raise AmedValueError(f"{path}: holds {arr.dtype}{list(arr.shape)}, the metadata says "
                              f"{self.meta['dtype']}{list(expect)}")
         self._shards[k] = arr
         return arr
@@ -162,6 +162,6 @@ class TeacherCache:
         for s in seeds:
             off = int(s) - first
             if not 0 <= off < n:
-                raise ValueError(f"seed {s} is not in teacher cache {self.root} (seeds {first}..{first + n - 1})")
+                raise AmedValueError(f"seed {s} is not in teacher cache {self.root} (seeds {first}..{first + n - 1})")
             rows.append(self._shard(off // size)[off % size])
         return torch.from_numpy(np.stack(rows).astype(np.float32)).transpose(0, 1).contiguous()

@@ -1,7 +1,8 @@
 """The ``amed`` command: models, solvers, sample, teacher, train, import-predictor, fid, fid-ref.
 
-Every subcommand writes its output atomically and prints one summary line; a user mistake is a
-one-line message on stderr and exit status 2, never a traceback.
+Every subcommand writes its output atomically and prints one summary line; a user mistake (an
+``amed.errors.AmedError``) is a one-line message on stderr and exit status 2, never a traceback. Any
+other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ import io
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
+
+from .errors import AmedError, AmedValueError
 
 __all__ = ["main"]
 
@@ -34,7 +38,7 @@ def _options(pairs) -> dict:
     out = {}
     for p in pairs or []:
         if "=" not in p:
-            raise ValueError(f"solver options are key=value, got {p!r}")
+            raise AmedValueError(f"solver options are key=value, got {p!r}")
         k, v = p.split("=", 1)
         out[k.strip()] = _value(v.strip())
     return out
@@ -73,10 +77,10 @@ def _load_model(args, device):
     if guidance is not None or prompts is not None:
         given = " and ".join(f for f, v in (("--guidance", guidance), ("--prompts", prompts)) if v is not None)
         if not is_text_to_image(name):
-            raise ValueError(f"{given} apply to text-to-image (diffusers) models only; model {name!r} is not one")
+            raise AmedValueError(f"{given} apply to text-to-image (diffusers) models only; model {name!r} is not one")
         if guidance is not None:
             if not math.isfinite(guidance):
-                raise ValueError(f"--guidance must be a finite number, got {guidance!r}")
+                raise AmedValueError(f"--guidance must be a finite number, got {guidance!r}")
             kwargs["guidance_scale"] = guidance
         if prompts is not None:
             from .models.sd import read_captions  # noqa: PLC0415
@@ -108,16 +112,16 @@ def _maybe_compile(model, setting: str, device, text_to_image: bool = False):
     if not isinstance(model, Denoiser):
         if auto:
             return model
-        raise ValueError(f"--compile {setting} needs an amed Denoiser adapter, got {type(model).__name__}")
+        raise AmedValueError(f"--compile {setting} needs an amed Denoiser adapter, got {type(model).__name__}")
     if setting == "reduce-overhead" and device.type != "cuda":
-        raise ValueError(f"--compile reduce-overhead (CUDA graphs) needs --device cuda, got {device}")
+        raise AmedValueError(f"--compile reduce-overhead (CUDA graphs) needs --device cuda, got {device}")
     return compile_denoiser(model, mode="reduce-overhead" if setting == "reduce-overhead" else None, fallback=auto)
 
 
 def _shape(model) -> tuple:
     info = getattr(model, "info", None)
     if info is None:
-        raise ValueError("the model has no ModelInfo; cannot infer the sample shape")
+        raise AmedValueError("the model has no ModelInfo; cannot infer the sample shape")
     return tuple(info.shape)
 
 
@@ -132,6 +136,13 @@ def _sigma_range(model) -> tuple[float, float]:
     """The model's own noise range (0.002..80 for EDM-style models, the discrete table's ends for SD)."""
     info = getattr(model, "info", None)
     return (float(getattr(info, "sigma_min", 0.002)), float(getattr(info, "sigma_max", 80.0)))
+
+
+def _check_out(*paths) -> None:
+    """Refuse an output that names a directory before any work is done (the write would fail at the end)."""
+    for p in paths:
+        if p is not None and Path(p).is_dir():
+            raise AmedValueError(f"--out {str(p)!r} is a directory; name a file")
 
 
 def _save_npz(path: Path, **arrays) -> None:
@@ -183,13 +194,14 @@ def cmd_sample(args) -> int:
     cell = _settings(args)
     if cell is not None and cell.get("batch"):
         args.batch = cell["batch"]
+    _check_out(args.out)
+    seeds = parse_seeds(args.seeds)
     device = _device(args.device)
     predictor = _sample_predictor(args, load_predictor) if args.predictor else None
     if predictor is not None and args.model is None and predictor.config.model:
         args.model = predictor.config.model  # the model the predictor was trained for
     model = _maybe_compile(_load_model(args, device), args.compile, device, _text_to_image(args))
     shape = _shape(model)
-    seeds = parse_seeds(args.seeds)
     options = (cell.get("options") or None) if cell is not None else (_options(args.opt) or None)
     given = dict(solver=args.solver, nfe=args.nfe, schedule=args.schedule, afs=args.afs, sigma_min=args.sigma_min,
                  sigma_max=args.sigma_max, rho=args.rho, solver_options=options)
@@ -305,6 +317,8 @@ def cmd_teacher(args) -> int:
     from .training import build_teacher_cache, default_config  # noqa: PLC0415
 
     cell = _settings(args)
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise AmedValueError(f"--out {args.out!r} is a file; a teacher cache is a directory")
     device = _device(args.device)
     model = _maybe_compile(_load_model(args, device), args.compile, device, _text_to_image(args))
     cfg = default_config(args.solver, args.nfe, **_amed_settings(args, model, cell))
@@ -323,16 +337,20 @@ def cmd_teacher(args) -> int:
 def cmd_train(args) -> int:
     from . import train_predictor  # noqa: PLC0415
     from .cache import TeacherCache  # noqa: PLC0415
+    from .predictor import _paths  # noqa: PLC0415
 
     cell = _settings(args)
+    _check_out(*_paths(args.out))
     device = _device(args.device)
     model = _load_model(args, device)
     cache = None
     if args.cache:
+        from ._io import read_json_object  # noqa: PLC0415
+
         meta_path = Path(args.cache) / "meta.json"
         if not meta_path.exists():
-            raise ValueError(f"no teacher cache at {args.cache} (run `amed teacher` first)")
-        meta = json.loads(meta_path.read_text())
+            raise AmedValueError(f"no teacher cache at {args.cache} (run `amed teacher` first)")
+        meta = read_json_object(meta_path, "teacher cache metadata")
         meta.pop("shard_sha256", None)
         cache = TeacherCache(args.cache, meta)  # checked against this run's settings in train_predictor
     log = None if args.quiet else (lambda m: print(m, file=sys.stderr))
@@ -348,23 +366,8 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _npz_images_count(path) -> int:
-    """Number of images in a sample .npz, read from the array header (the pixels are not loaded)."""
-    import zipfile  # noqa: PLC0415
-
-    import numpy as np  # noqa: PLC0415
-
-    try:
-        with zipfile.ZipFile(path) as z:
-            if "images.npy" not in z.namelist():
-                keys = sorted(n[:-4] for n in z.namelist() if n.endswith(".npy"))
-                raise ValueError(f"{path} holds no 'images' array (keys {keys}); give `amed sample` outputs")
-            with z.open("images.npy") as f:
-                version = np.lib.format.read_magic(f)
-                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-                return int(read(f)[0][0])
-    except zipfile.BadZipFile:
-        raise ValueError(f"{path} is not a sample .npz (not a zip archive)") from None
+# The image layout (H, W, C) each metric takes from sample files (None: any size; Inception resizes inside).
+_METRIC_LAYOUT = {"fd-digits": (8, 8, 1), "inception": (None, None, 3)}
 
 
 def _metric_features(images, metric: str):
@@ -383,70 +386,58 @@ def _metric_features(images, metric: str):
 def cmd_fid(args) -> int:
     import numpy as np  # noqa: PLC0415
 
+    from . import parse_seeds  # noqa: PLC0415
+    from ._io import atomic_write_bytes  # noqa: PLC0415
     from .fid import INCEPTION_DIM, FeatureMoments, frechet_distance, load_stats  # noqa: PLC0415
+    from .samples import SampleShards  # noqa: PLC0415
 
+    _check_out(args.out)
     cell = _settings(args)
     unc = dict(n_boot=args.bootstrap, level=0.95, boot_seed=None)
     if cell is not None:
         args.metric = cell.get("metric") or args.metric
         args.num = cell.get("num_samples") or args.num
         unc.update({k: v for k, v in (cell.get("uncertainty") or {}).items() if v is not None})
-    counts = [_npz_images_count(p) for p in args.images]
-    total = sum(counts) if args.num is None else args.num
-    if sum(counts) < total:
-        raise ValueError(f"need {args.num} images for the metric, the inputs hold {sum(counts)}")
-    mu_r, sigma_r = load_stats(args.ref)
+    expected = parse_seeds(args.seeds) if args.seeds is not None else None
+    # Every header (and the seeds of the images used) is checked before a pixel is read.
+    with SampleShards(args.images, _METRIC_LAYOUT[args.metric]) as shards:
+        total = shards.count if args.num is None else args.num
+        if shards.count < total:
+            raise AmedValueError(f"need {args.num} images for the metric, the inputs hold {shards.count}")
+        shards.check_seeds(total, expected)
+        mu_r, sigma_r = load_stats(args.ref)
 
-    def mismatch(dim):
-        return ValueError(f"reference statistics {str(args.ref)!r} are {mu_r.shape[0]}-d but --metric {args.metric} "
-                          f"gives {dim}-d features: build the reference with the same metric")
+        def mismatch(dim):
+            return AmedValueError(f"reference statistics {str(args.ref)!r} are {mu_r.shape[0]}-d but --metric "
+                                  f"{args.metric} gives {dim}-d features: build the reference with the same metric")
 
-    if args.metric == "inception" and mu_r.shape[0] != INCEPTION_DIM:
-        raise mismatch(INCEPTION_DIM)
-    # One shard in memory at a time (30k SD images at 512x512 would be 24 GB); float64 moments of the features,
-    # and the features themselves (float32) for the bootstrap interval.
-    moments, left, feats, seen = FeatureMoments(), total, [], []
-    for p in args.images:
-        if left == 0:
-            break
-        with np.load(p) as f:
-            images = f["images"][:left]
-            seeds = f["seeds"][:left] if "seeds" in f.files else None
-        if len(images):
+        if args.metric == "inception" and mu_r.shape[0] != INCEPTION_DIM:
+            raise mismatch(INCEPTION_DIM)
+        # One chunk of images in memory at a time (30k SD images at 512x512 would be 24 GB); only the rows
+        # used are decompressed; float64 moments of the features, and the features (float32) for the interval.
+        moments, feats = FeatureMoments(), []
+        for images in shards.read(total):
             fe = _metric_features(images, args.metric)
             moments.add(fe)
             if unc["n_boot"]:
                 feats.append(np.asarray(fe, np.float32))
-            seen += [] if seeds is None else [int(v) for v in seeds]
-        left -= len(images)
-    if args.seeds is not None:
-        from .sampling import parse_seeds  # noqa: PLC0415
-
-        want = parse_seeds(args.seeds)
-        if seen != want[:len(seen)] or len(seen) != min(len(want), total):
-            first_bad = next((i for i, (a, b) in enumerate(zip(seen, want)) if a != b), min(len(seen), len(want)))
-            raise ValueError(f"the images scored are not those of --seeds {args.seeds}: position {first_bad} holds seed "
-                             f"{seen[first_bad] if first_bad < len(seen) else 'none'}, expected "
-                             f"{want[first_bad] if first_bad < len(want) else 'none'} (a shard copied or out of order?)")
     mu, sigma = moments.stats()
     if mu.shape != mu_r.shape:
         raise mismatch(mu.shape[0])
     value = frechet_distance(mu, sigma, mu_r, sigma_r)
     rec = {"metric": args.metric, "value": value, "num_images": int(moments.n), "ref": str(args.ref)}
-    if seen:
-        rec["seeds"] = f"{seen[0]}-{seen[-1]}" if seen == list(range(seen[0], seen[-1] + 1)) else seen
+    if args.seeds is not None:
+        rec["seeds"] = args.seeds
     if unc["n_boot"]:
         from .uncertainty import BOOT_SEED, Reference, basic_interval, fd_bootstrap  # noqa: PLC0415
 
         boot_seed = BOOT_SEED if unc["boot_seed"] is None else int(unc["boot_seed"])
         reps = fd_bootstrap(np.concatenate(feats), Reference(mu_r, sigma_r), int(unc["n_boot"]), boot_seed)
         lo, hi = basic_interval(value, reps, float(unc["level"]))
-        rec.update(ci=[lo, hi], level=float(unc["level"]), n_boot=int(unc["n_boot"]), boot_seed=boot_seed,
-                   interval="basic bootstrap over the evaluated samples (reference statistics fixed)",
+        rec.update(ci=[max(lo, 0.0), max(hi, 0.0)], level=float(unc["level"]), n_boot=int(unc["n_boot"]),
+                   boot_seed=boot_seed, interval="basic bootstrap over the evaluated samples (reference fixed)",
                    replicates=[round(float(v), 6) for v in reps])
     if args.out:
-        from .predictor import atomic_write_bytes  # noqa: PLC0415
-
         atomic_write_bytes(args.out, (json.dumps(rec) + "\n").encode())
     ci = f" [{rec['ci'][0]:.4f}, {rec['ci'][1]:.4f}] ({rec['level']:.0%} interval)" if "ci" in rec else ""
     print(f"{args.metric} = {value:.4f}{ci} over {moments.n} images (ref {args.ref})")
@@ -462,6 +453,7 @@ def cmd_fid_ref(args) -> int:
 
     from .models.base import to_uint8  # noqa: PLC0415
 
+    _check_out(args.out)
     if args.data == "coco-val2014":
         import numpy as np  # noqa: PLC0415
 
@@ -475,7 +467,7 @@ def cmd_fid_ref(args) -> int:
               f"inception features) -> {out}")
         return 0
     if args.data != "digits":
-        raise ValueError(f"reference statistics exist for 'digits' (fd-digits) and 'coco-val2014' (inception), "
+        raise AmedValueError(f"reference statistics exist for 'digits' (fd-digits) and 'coco-val2014' (inception), "
                          f"got {args.data!r}")
     # Quantise the data exactly as samples are (uint8), so both sides see the same pixel grid.
     data = to_uint8(torch.from_numpy(load_dataset(args.data)))
@@ -595,7 +587,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ref", required=True, help="reference statistics .npz (mu, sigma)")
     p.add_argument("--metric", default="fd-digits", choices=["fd-digits", "inception"])
     p.add_argument("--num", type=int, default=None, help="use exactly this many images (error if fewer)")
-    p.add_argument("--seeds", default=None, help="the seeds the images must hold, in order (e.g. 0-511)")
+    p.add_argument("--seeds", default=None, help="the seeds the inputs hold, in order (e.g. 0-49999); a "
+                   "mismatch is an error. Without it the seeds of the images used must still be distinct")
     p.add_argument("--bootstrap", type=int, default=1000, metavar="N",
                    help="bootstrap replicates for the interval (0: none)")
     p.add_argument("--settings", default=None, metavar="FILE",
@@ -616,26 +609,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    for name in ("nfe", "batch", "trajectories", "num"):
+    for name, low in (("nfe", 1), ("batch", 1), ("trajectories", 1), ("num", 1), ("steps", 1), ("holdout", 0),
+                      ("validate_every", 1)):
         v = getattr(args, name, None)
-        if v is not None and v < 1:
-            print(f"amed {args.cmd}: --{name} must be >= 1, got {v}", file=sys.stderr)
+        if v is not None and v < low:
+            print(f"amed {args.cmd}: --{name.replace('_', '-')} must be >= {low}, got {v}", file=sys.stderr)
             return 2
+    # Warnings (a format 1 predictor, a compile fallback) are one line too.
+    show = warnings.formatwarning
+    warnings.formatwarning = lambda message, category, *_a, **_k: f"amed {args.cmd}: warning: {_one_line(message)}\n"
     try:
         return args.fn(args)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"amed {args.cmd}: {e}", file=sys.stderr)
-        return 2
-    except RuntimeError as e:  # missing optional parts (Inception weights, downloads): one line, not a traceback
-        name = type(e).__name__
-        if name not in ("InceptionUnavailable", "DownloadError", "CompileMismatch", "CompileFailed"):
-            raise
-        hint = " (--compile off runs the network eagerly)" if name == "CompileFailed" else ""
-        print(f"amed {args.cmd}: {e}{hint}", file=sys.stderr)
+    except AmedError as e:  # a user mistake, a missing file or optional part: one line, not a traceback
+        hint = " (--compile off runs the network eagerly)" if type(e).__name__ == "CompileFailed" else ""
+        print(f"amed {args.cmd}: {_one_line(e)}{hint}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"amed {args.cmd}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = show
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).splitlines())
 
 
 if __name__ == "__main__":

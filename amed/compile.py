@@ -49,6 +49,7 @@ import time
 import torch
 
 from .models.base import Denoiser, _as_batch_sigma, channel_mean_feature
+from .errors import AmedError, AmedValueError
 
 __all__ = ["compile_denoiser", "should_compile", "CompiledDenoiser", "CompileMismatch", "CompileFailed",
            "recompile_count",
@@ -59,11 +60,11 @@ CUDA_TOL = 1e-3  # CUDA float32: eager cuDNN convolutions use TF32 by default (m
 AUTOCAST_TOL = 3e-2
 
 
-class CompileMismatch(RuntimeError):
+class CompileMismatch(AmedError, RuntimeError):
     """Compiled and eager outputs differ beyond the stated tolerance."""
 
 
-class CompileFailed(RuntimeError):
+class CompileFailed(AmedError, RuntimeError):
     """torch.compile could not build or run the network (no C++ compiler, no Triton, an unsupported op ...)."""
 
 
@@ -102,9 +103,9 @@ class CompiledDenoiser(Denoiser):
                  fallback: bool = False):
         super().__init__()
         if isinstance(inner, CompiledDenoiser):
-            raise ValueError("the denoiser is already compiled")
+            raise AmedValueError("the denoiser is already compiled")
         if autocast not in (None, torch.bfloat16, torch.float16):
-            raise ValueError(f"autocast must be None, torch.bfloat16 or torch.float16, got {autocast!r}")
+            raise AmedValueError(f"autocast must be None, torch.bfloat16 or torch.float16, got {autocast!r}")
         self.inner = inner
         self.info = inner.info
         self.mode, self.backend, self.check = mode, backend, bool(check)
@@ -278,7 +279,7 @@ def compile_denoiser(model: Denoiser, *, mode: str | None = None, backend: str =
     every later call to the eager adapter (``fell_back`` says why) instead of raising.
     """
     if not isinstance(model, Denoiser):
-        raise ValueError(f"compile_denoiser needs an amed Denoiser adapter, got {type(model).__name__}")
+        raise AmedValueError(f"compile_denoiser needs an amed Denoiser adapter, got {type(model).__name__}")
     compiled = CompiledDenoiser(model, mode=mode, backend=backend, check=check, channels_last=channels_last,
                                 autocast=autocast, tol=tol, fallback=fallback)
     if example_batch is not None:
@@ -290,7 +291,7 @@ def compile_denoiser(model: Denoiser, *, mode: str | None = None, backend: str =
 def _example(model: Denoiser, example_batch):
     if isinstance(example_batch, int):
         if example_batch < 1:
-            raise ValueError(f"example_batch must be a positive int or (x, sigma), got {example_batch!r}")
+            raise AmedValueError(f"example_batch must be a positive int or (x, sigma), got {example_batch!r}")
         try:
             p = next(model.parameters())
             device = p.device
@@ -303,4 +304,4 @@ def _example(model: Denoiser, example_batch):
         return x * sigma.to(x.dtype).view(-1, *[1] * (x.ndim - 1)), sigma
     if isinstance(example_batch, (tuple, list)) and len(example_batch) == 2:
         return example_batch[0], example_batch[1]
-    raise ValueError(f"example_batch must be None, an int or (x, sigma), got {type(example_batch).__name__}")
+    raise AmedValueError(f"example_batch must be None, an int or (x, sigma), got {type(example_batch).__name__}")

@@ -8,11 +8,13 @@ is NOT Inception FID and its values are not comparable to FID numbers.
 
 from __future__ import annotations
 
-import json
+import hashlib
 from functools import lru_cache
 from pathlib import Path
 
 import torch
+
+from .errors import AmedFileNotFoundError, AmedValueError
 
 __all__ = ["METRIC_NAME", "FEATURE_NET", "load_feature_net", "digit_features", "fd_digits"]
 
@@ -22,21 +24,21 @@ FEATURE_NET = "digits-8-features"
 
 @lru_cache(maxsize=4)
 def _load(directory: str | None) -> torch.nn.Module:
-    from safetensors.torch import load_file
-
-    from .models.embedded import ASSETS, sha256_file
+    from ._io import load_safetensors, read_json_object, read_safetensors
+    from .models.embedded import ASSETS
     from .models.train_embedded import DigitClassifier
 
     d = Path(directory) if directory is not None else ASSETS
     wpath, rpath = d / f"{FEATURE_NET}.safetensors", d / f"{FEATURE_NET}.json"
     if not wpath.is_file() or not rpath.is_file():
-        raise FileNotFoundError(f"feature network {FEATURE_NET!r} is not installed: expected {wpath} and {rpath}")
-    record = json.loads(rpath.read_text())
-    actual = sha256_file(wpath)
+        raise AmedFileNotFoundError(f"feature network {FEATURE_NET!r} is not installed: expected {wpath} and {rpath}")
+    record = read_json_object(rpath, "feature network record")
+    blob, _ = read_safetensors(wpath, "feature network weights")
+    actual = hashlib.sha256(blob).hexdigest()
     if actual != record.get("sha256"):
-        raise ValueError(f"sha256 mismatch for {wpath}: record says {record.get('sha256')}, file has {actual}")
+        raise AmedValueError(f"sha256 mismatch for {wpath}: record says {record.get('sha256')}, file has {actual}")
     net = DigitClassifier(feat_dim=record.get("feature_dim", 64))
-    net.load_state_dict(load_file(str(wpath)))
+    net.load_state_dict(load_safetensors(blob, str(wpath)))
     return net.eval().requires_grad_(False)
 
 
@@ -48,7 +50,12 @@ def load_feature_net(directory: str | Path | None = None) -> torch.nn.Module:
 def digit_features(images: torch.Tensor, batch: int = 1024, directory: str | Path | None = None) -> torch.Tensor:
     """64-d penultimate features of images [N, 1, 8, 8] in [-1, 1] (clamped), float32 on CPU."""
     if images.ndim != 4 or tuple(images.shape[1:]) != (1, 8, 8):
-        raise ValueError(f"digit_features expects images of shape [N, 1, 8, 8], got {tuple(images.shape)}")
+        raise AmedValueError(f"digit_features expects images of shape [N, 1, 8, 8], got {tuple(images.shape)}")
+    if not images.is_floating_point():
+        raise AmedValueError(f"digit_features expects float images in [-1, 1], got dtype {images.dtype} "
+                             f"(uint8 pixels p map to p / 127.5 - 1)")
+    if images.numel() and not bool(torch.isfinite(images).all()):
+        raise AmedValueError("digit_features: the images hold NaN or infinite values")
     net = load_feature_net(directory)
     x = images.detach().float().cpu().clamp(-1, 1)
     with torch.no_grad():

@@ -14,13 +14,15 @@ square and resized to 256x256 (authors-code.md section 7), through the same Ince
 from __future__ import annotations
 
 import io
+import math
 import os
 import socket
 from pathlib import Path
 
 import numpy as np
 
-from ._io import atomic_write_bytes
+from ._io import MiB, NpzReader, atomic_write_bytes, open_regular, open_regular_text, read_regular_bytes
+from .errors import AmedError, AmedValueError
 
 __all__ = [
     "frechet_distance",
@@ -39,17 +41,24 @@ __all__ = [
 INCEPTION_FILE = "inception-2015-12-05.pt"
 INCEPTION_URL = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/" + INCEPTION_FILE
 INCEPTION_DIM = 2048
+STATS_LIMIT = 2 << 30  # bytes per statistics array: sigma of up to 16384-d features in float64
 COCO_VAL2014_URL = "http://images.cocodataset.org/zips/val2014.zip"
 COCO_IMAGES_LICENSE = "MS-COCO images: Flickr terms of use (https://cocodataset.org/#termsofuse)"
 
 
 def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
-    """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2), in float64."""
-    mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
-    s1, s2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
+    """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2), in float64.
+
+    Both covariances must be finite, symmetric and positive semi-definite (up to ``PSD_TOL``); a
+    result that is not a finite number is an error, never returned.
+    """
+    mu1, mu2 = (np.atleast_1d(_real(m, n)) for m, n in ((mu1, "mu1"), (mu2, "mu2")))
+    s1, s2 = (np.atleast_2d(_real(s, n)) for s, n in ((sigma1, "sigma1"), (sigma2, "sigma2")))
     d = mu1.shape[0]
     if mu1.shape != (d,) or mu2.shape != (d,) or s1.shape != (d, d) or s2.shape != (d, d):
-        raise ValueError(f"shape mismatch: mu1 {mu1.shape}, sigma1 {s1.shape}, mu2 {mu2.shape}, sigma2 {s2.shape}")
+        raise AmedValueError(f"shape mismatch: mu1 {mu1.shape}, sigma1 {s1.shape}, mu2 {mu2.shape}, sigma2 {s2.shape}")
+    _check(mu1, s1, "mu1/sigma1")
+    _check(mu2, s2, "mu2/sigma2")
     diff = mu1 - mu2
     covmean = _sqrtm(s1 @ s2)
     if not np.isfinite(covmean).all():
@@ -57,7 +66,18 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
         offset = np.eye(d) * eps
         covmean = _sqrtm((s1 + offset) @ (s2 + offset))
     covmean = np.real(covmean)
-    return float(max(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean), 0.0))
+    value = float(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
+    if not math.isfinite(value):
+        raise AmedValueError(f"the Frechet distance of these statistics is not a finite number (got {value}); "
+                             f"check the features and the reference statistics")
+    return max(value, 0.0)
+
+
+def _real(a, name: str) -> np.ndarray:
+    a = np.asarray(a)
+    if a.dtype.kind not in "fiu":
+        raise AmedValueError(f"{name} must be real numbers, got dtype {a.dtype}")
+    return a.astype(np.float64)
 
 
 def _sqrtm(a: np.ndarray) -> np.ndarray:
@@ -77,7 +97,7 @@ def feature_stats(features) -> tuple[np.ndarray, np.ndarray]:
         features = features.detach().cpu().numpy()
     f = np.asarray(features, dtype=np.float64)
     if f.ndim != 2 or f.shape[0] < 2:
-        raise ValueError(f"features must be [N >= 2, D], got shape {f.shape}")
+        raise AmedValueError(f"features must be [N >= 2, D], got shape {f.shape}")
     return f.mean(axis=0), np.cov(f, rowvar=False, ddof=1).reshape(f.shape[1], f.shape[1])
 
 
@@ -94,12 +114,12 @@ class FeatureMoments:
     def add(self, features) -> None:
         f = np.asarray(features, dtype=np.float64)
         if f.ndim != 2 or f.shape[0] == 0:
-            raise ValueError(f"features must be [N >= 1, D], got shape {f.shape}")
+            raise AmedValueError(f"features must be [N >= 1, D], got shape {f.shape}")
         if self._pivot is None:
             self._pivot = f.mean(axis=0)
             self._s, self._ss = np.zeros(f.shape[1]), np.zeros((f.shape[1], f.shape[1]))
         elif f.shape[1] != self._pivot.shape[0]:
-            raise ValueError(f"feature dimension changed from {self._pivot.shape[0]} to {f.shape[1]}")
+            raise AmedValueError(f"feature dimension changed from {self._pivot.shape[0]} to {f.shape[1]}")
         c = f - self._pivot
         self._s += c.sum(axis=0)
         self._ss += c.T @ c
@@ -108,7 +128,7 @@ class FeatureMoments:
     def stats(self) -> tuple[np.ndarray, np.ndarray]:
         """(mu, sigma); sigma is the unbiased covariance (needs N >= 2)."""
         if self.n < 2:
-            raise ValueError(f"statistics need at least 2 feature vectors, got {self.n}")
+            raise AmedValueError(f"statistics need at least 2 feature vectors, got {self.n}")
         m = self._s / self.n
         return self._pivot + m, (self._ss - self.n * np.outer(m, m)) / (self.n - 1)
 
@@ -127,29 +147,54 @@ def save_stats(path: str | Path, mu, sigma, **extra) -> Path:
 def load_stats(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """Read (mu, sigma) from an EDM-format ``.npz``; rejects missing keys and inconsistent shapes."""
     try:
-        with np.load(path, allow_pickle=False) as z:
-            missing = [k for k in ("mu", "sigma") if k not in z.files]
-            if missing:
-                raise ValueError(f"reference stats {str(path)!r} lack key(s) {missing}; found {z.files}")
-            mu, sigma = z["mu"].astype(np.float64), z["sigma"].astype(np.float64)
-    except Exception as e:
-        if isinstance(e, ValueError) and "reference stats" in str(e):
-            raise
-        raise ValueError(f"cannot read reference stats {str(path)!r}: {type(e).__name__}: {e}") from None
+        z = NpzReader(path, "reference stats")
+    except AmedError as e:
+        raise AmedValueError(f"cannot read reference stats {str(path)!r}: {e}") from None
+    with z:
+        missing = [k for k in ("mu", "sigma") if k not in z]
+        if missing:
+            raise AmedValueError(f"reference stats {str(path)!r} lack key(s) {missing}; found {z.keys}")
+        mu, sigma = (z.read(k, limit=STATS_LIMIT) for k in ("mu", "sigma"))
+    for name, a in (("mu", mu), ("sigma", sigma)):
+        if a.dtype.kind not in "fiu":
+            raise AmedValueError(f"reference stats {str(path)!r}: {name} is {a.dtype}, not real numbers")
+    mu, sigma = mu.astype(np.float64), sigma.astype(np.float64)
     _check(mu, sigma, str(path))
     return mu, sigma
 
 
+PSD_TOL = 1e-5  # relative: rounding (a float32-stored sigma, a rank-deficient covariance) stays far inside it
+
+
 def _check(mu: np.ndarray, sigma: np.ndarray, where: str) -> None:
+    """Gaussian statistics: mu [D] and sigma [D, D], finite, sigma symmetric positive semi-definite
+    (asymmetry and negative eigenvalues at most PSD_TOL x the largest absolute entry / eigenvalue)."""
     if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
-        raise ValueError(f"stats {where!r}: need mu [D] and sigma [D, D], got mu {mu.shape} and sigma {sigma.shape}")
+        raise AmedValueError(f"stats {where!r}: need mu [D] and sigma [D, D], got mu {mu.shape} and sigma {sigma.shape}")
+    for name, a in (("mu", mu), ("sigma", sigma)):
+        bad = np.flatnonzero(~np.isfinite(a))
+        if bad.size:
+            idx = np.unravel_index(bad[0], a.shape)
+            raise AmedValueError(f"stats {where!r}: {name} has {bad.size} non-finite entries, e.g. "
+                                 f"{name}{list(map(int, idx))} = {a[idx]}")
+    if not sigma.size:
+        return
+    scale = float(np.abs(sigma).max())
+    asym = float(np.abs(sigma - sigma.T).max())
+    if asym > PSD_TOL * scale:
+        raise AmedValueError(f"stats {where!r}: sigma is not symmetric (max |sigma - sigma^T| = {asym:.3g}, "
+                             f"largest entry {scale:.3g})")
+    eig = np.linalg.eigvalsh((sigma + sigma.T) / 2)
+    if eig[0] < -PSD_TOL * max(float(np.abs(eig).max()), 0.0):
+        raise AmedValueError(f"stats {where!r}: sigma is not positive semi-definite (eigenvalue {eig[0]:.4g}; "
+                             f"largest {eig[-1]:.4g}); a covariance matrix has none below zero")
 
 
 # ----------------------------------------------------------------------------------------------
 # Inception (clean-fid, legacy_tensorflow), for real image data sets
 
 
-class InceptionUnavailable(RuntimeError):
+class InceptionUnavailable(AmedError, RuntimeError):
     """The Inception weights are missing and cannot be downloaded (offline)."""
 
 
@@ -206,7 +251,7 @@ def inception_features(images, batch: int = 64, device=None) -> np.ndarray:
 
     x = np.asarray(images)
     if x.dtype != np.uint8 or x.ndim != 4 or 3 not in (x.shape[1], x.shape[3]):
-        raise ValueError(f"inception_features expects uint8 [N, H, W, 3] or [N, 3, H, W], got {x.dtype} {x.shape}")
+        raise AmedValueError(f"inception_features expects uint8 [N, H, W, 3] or [N, 3, H, W], got {x.dtype} {x.shape}")
     if x.shape[1] != 3:
         x = x.transpose(0, 3, 1, 2)
     if device is None:
@@ -250,8 +295,12 @@ def coco_image(data, resolution: int = 256) -> np.ndarray:
     """
     from PIL import Image
 
-    img = data if isinstance(data, Image.Image) else Image.open(data)
-    img = img.convert("RGB")
+    if isinstance(data, (str, os.PathLike)):  # a user's path: a regular file only, read once
+        data = io.BytesIO(read_regular_bytes(data, "image", limit=256 * MiB))
+    try:
+        img = (data if isinstance(data, Image.Image) else Image.open(data)).convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError) as e:  # UnidentifiedImageError is an OSError
+        raise AmedValueError(f"not a readable image ({' '.join(str(e).split())})") from None
     w, h = img.size
     side = min(w, h)
     left, top = (w - side) // 2, (h - side) // 2
@@ -261,6 +310,13 @@ def coco_image(data, resolution: int = 256) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8)
 
 
+def _coco_member(read, name: str, resolution: int, src) -> np.ndarray:
+    try:
+        return coco_image(io.BytesIO(read(name)), resolution)
+    except AmedValueError as e:
+        raise AmedValueError(f"{str(src)!r}: {name}: {e}") from None
+
+
 def _coco_source(images) -> Path:
     """The val2014 images: the argument, else $AMED_COCO_VAL2014, else the official zip in the download cache."""
     if images is None:
@@ -268,7 +324,7 @@ def _coco_source(images) -> Path:
     if images is not None:
         path = Path(images).expanduser()
         if not path.exists():
-            raise ValueError(f"MS-COCO val2014 images not found: {str(path)!r} (a val2014 .zip or a folder of JPEGs)")
+            raise AmedValueError(f"MS-COCO val2014 images not found: {str(path)!r} (a val2014 .zip or a folder of JPEGs)")
         return path
     from .models.download import DownloadError, default_cache_dir, fetch
     from .models.registry import _offline
@@ -278,23 +334,26 @@ def _coco_source(images) -> Path:
         return fetch(COCO_VAL2014_URL, default_cache_dir() / "coco", offline=offline, license=COCO_IMAGES_LICENSE,
                      progress=True)
     except DownloadError as e:
-        raise ValueError(f"{e} (or set AMED_COCO_VAL2014 to a local val2014.zip or folder of JPEGs)") from None
+        raise AmedValueError(f"{e} (or set AMED_COCO_VAL2014 to a local val2014.zip or folder of JPEGs)") from None
 
 
 def _wanted_ids(captions) -> list[int] | None:
     """The unique image ids of a captions CSV's ``image_id`` column, in CSV order; None if it has none."""
     import csv
 
-    with open(captions, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames is None or "image_id" not in reader.fieldnames:
-            return None
-        ids = {}
-        for row in reader:
-            try:
-                ids.setdefault(int(float(row["image_id"])), None)
-            except ValueError:
-                raise ValueError(f"{captions}: image_id {row['image_id']!r} is not an integer") from None
+    try:
+        with open_regular_text(captions, "captions CSV") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames is None or "image_id" not in reader.fieldnames:
+                return None
+            ids = {}
+            for row in reader:
+                try:
+                    ids.setdefault(int(float(row["image_id"])), None)
+                except (ValueError, OverflowError):
+                    raise AmedValueError(f"{captions}: image_id {row['image_id']!r} is not an integer") from None
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise AmedValueError(f"captions CSV {str(captions)!r} is not a UTF-8 CSV file ({e})") from None
     return list(ids)
 
 
@@ -312,10 +371,15 @@ def coco_reference_stats(out, resolution: int = 256, *, images=None, captions=No
     import zipfile
 
     if int(resolution) < 1 or int(batch) < 1:
-        raise ValueError(f"resolution and batch must be >= 1, got {resolution!r} and {batch!r}")
+        raise AmedValueError(f"resolution and batch must be >= 1, got {resolution!r} and {batch!r}")
     src = _coco_source(images)
     ids = _wanted_ids(captions) if captions is not None else None
-    archive = zipfile.ZipFile(src) if src.is_file() else None
+    handle = open_regular(src, "MS-COCO val2014 archive") if src.is_file() else None
+    try:
+        archive = zipfile.ZipFile(handle) if handle is not None else None
+    except zipfile.BadZipFile as e:
+        handle.close()
+        raise AmedValueError(f"MS-COCO val2014 archive {str(src)!r} is not a zip file ({e})") from None
     try:
         if archive is not None:
             members = {Path(n).name: n for n in archive.namelist() if not n.endswith("/")}
@@ -323,26 +387,29 @@ def coco_reference_stats(out, resolution: int = 256, *, images=None, captions=No
             members = {p.name: p for p in sorted(src.rglob("*")) if p.is_file()}
 
         def read(name: str) -> bytes:
-            return archive.read(members[name]) if archive is not None else members[name].read_bytes()
+            if archive is not None:
+                return archive.read(members[name])
+            return read_regular_bytes(members[name], "COCO image", limit=256 * MiB)
         if ids is None:
             names = sorted(n for n in members if n.lower().endswith(_IMAGE_SUFFIXES))
         else:
             names = [f"COCO_val2014_{i:012d}.jpg" for i in ids]
             missing = [n for n in names if n not in members]
             if missing:
-                raise ValueError(f"{len(missing)} of the {len(names)} images named by {str(captions)!r} are not in "
+                raise AmedValueError(f"{len(missing)} of the {len(names)} images named by {str(captions)!r} are not in "
                                  f"{str(src)!r}, e.g. {missing[0]!r}")
         if len(names) < 2:
-            raise ValueError(f"{str(src)!r} holds {len(names)} usable images; reference statistics need at least 2")
+            raise AmedValueError(f"{str(src)!r} holds {len(names)} usable images; reference statistics need at least 2")
         moments = FeatureMoments()
         for i in range(0, len(names), int(batch)):
-            chunk = [coco_image(io.BytesIO(read(n)), int(resolution)) for n in names[i:i + int(batch)]]
+            chunk = [_coco_member(read, n, int(resolution), src) for n in names[i:i + int(batch)]]
             moments.add(inception_features(np.stack(chunk), batch=int(batch)))
             if progress is not None:
                 progress(len(chunk))
     finally:
         if archive is not None:
             archive.close()
+            handle.close()
     mu, sigma = moments.stats()
     return save_stats(out, mu, sigma, resolution=int(resolution), count=moments.n, source=str(src),
                       subset=str(captions) if ids is not None else "all")

@@ -22,6 +22,8 @@ import os
 
 import torch
 
+from .errors import AmedValueError
+
 __all__ = ["lincomb", "bcast", "use_fused", "fused_enabled", "backend"]
 
 _fused = None  # resolved lazily: the kernels package's dispatcher, or False when unavailable
@@ -34,7 +36,7 @@ class use_fused:
     def __init__(self, flag: bool):
         global _override
         if not isinstance(flag, bool):
-            raise ValueError(f"use_fused takes True or False, got {flag!r}")
+            raise AmedValueError(f"use_fused takes True or False, got {flag!r}")
         self.previous, _override = _override, flag
 
     def __enter__(self):
@@ -52,7 +54,7 @@ def fused_enabled() -> bool:
         return _override
     value = os.environ.get("AMED_FUSED", "1").strip().lower()
     if value not in ("0", "1", "", "true", "false", "on", "off", "yes", "no"):
-        raise ValueError(f"AMED_FUSED must be 0 or 1, got {value!r}")
+        raise AmedValueError(f"AMED_FUSED must be 0 or 1, got {value!r}")
     return value in ("1", "", "true", "on", "yes")
 
 

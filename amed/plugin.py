@@ -19,12 +19,13 @@ from dataclasses import replace
 import torch
 
 from .predictor import AMEDConfig, AMEDPredictor
-from .sampling import FiniteWatch, ModelCall
+from .sampling import FiniteWatch, ModelCall, check_noise
 from .schedules import get_schedule
 from .solvers import DPM2, Solver, State, UniPC, make_solver
+from .errors import AmedValueError
 
 __all__ = ["PLUGIN_BASES", "SINGLE_STEP", "student_solver", "student_grid", "init_state", "amed_interval", "run_amed", "amed_coefficients",
-           "detach_state"]
+           "detach_state", "check_features", "trained_on_features"]
 
 PLUGIN_BASES = ("ddim", "dpm2", "ipndm", "dpmpp2m", "dpmpp3m", "unipc")
 # Students that restart every training interval from the teacher's state (authors: "slightly better").
@@ -36,7 +37,7 @@ def student_solver(config: AMEDConfig) -> Solver:
     if config.solver == "amed":
         return DPM2()
     if config.solver not in PLUGIN_BASES:
-        raise ValueError(f"AMED-Plugin supports base solvers {list(PLUGIN_BASES)}, got {config.solver!r}")
+        raise AmedValueError(f"AMED-Plugin supports base solvers {list(PLUGIN_BASES)}, got {config.solver!r}")
     return make_solver(config.solver, **config.solver_options)
 
 
@@ -104,19 +105,41 @@ def model_conditioning(denoiser) -> str | None:
 def check_model(config: AMEDConfig, denoiser, noise: torch.Tensor) -> None:
     """A predictor trained for one model, shape and guidance scale refuses another."""
     if config.shape is not None and tuple(noise.shape[1:]) != tuple(config.shape):
-        raise ValueError(f"predictor was trained for samples of shape {tuple(config.shape)}, "
+        raise AmedValueError(f"predictor was trained for samples of shape {tuple(config.shape)}, "
                          f"got noise of shape {tuple(noise.shape[1:])}")
     info = getattr(denoiser, "info", None)
     if info is not None and config.model and getattr(info, "name", None) and info.name != config.model:
-        raise ValueError(f"predictor was trained for model {config.model!r}, got model {info.name!r}")
+        raise AmedValueError(f"predictor was trained for model {config.model!r}, got model {info.name!r}")
     sha = getattr(info, "sha256", None) if info is not None else None
     if sha and config.model_sha256 and sha != config.model_sha256:
-        raise ValueError(f"predictor was trained for model {config.model!r} with sha256 {config.model_sha256[:12]}..., "
+        raise AmedValueError(f"predictor was trained for model {config.model!r} with sha256 {config.model_sha256[:12]}..., "
                          f"but the model given has sha256 {sha[:12]}...")
     w = model_guidance(denoiser)
     if config.guidance is not None and w != config.guidance:
-        raise ValueError(f"predictor was trained with guidance scale {config.guidance:g}, the model applies "
+        raise AmedValueError(f"predictor was trained with guidance scale {config.guidance:g}, the model applies "
                          f"{'none' if w is None else format(w, 'g')} (set --guidance {config.guidance:g})")
+
+
+def trained_on_features(config: AMEDConfig) -> bool:
+    """Whether g_phi was trained on a network's bottleneck feature (not zeros)."""
+    if config.features is not None:
+        return bool(config.features)
+    # Not recorded (format 1 records): every registered adapter supplies the bottleneck, so a record naming
+    # one was trained on it; of any other model nothing is known.
+    from .models.registry import MODELS, _embedded_names  # noqa: PLC0415
+
+    return config.model in MODELS or config.model in _embedded_names()
+
+
+def check_features(config: AMEDConfig, predictor, denoiser, model: ModelCall) -> None:
+    """A predictor trained on bottleneck features refuses a denoiser that cannot supply them (g_phi would
+    see zeros and pick other step sizes)."""
+    if getattr(predictor, "reads_features", True) and not model.features and trained_on_features(config):
+        raise AmedValueError(
+            f"the predictor was trained on the bottleneck feature of model {config.model or '(unnamed)'!r}, but the "
+            f"denoiser given ({type(denoiser).__name__}) supplies none, so g_phi would see zeros; pass the model's "
+            f"adapter (amed.load_model), or give your denoiser with_feature(x, sigma) -> (D, feature [B, 8, 8]), "
+            f"e.g. amed.models.base.HookedDenoiser (README: bring your own denoiser)")
 
 
 @torch.no_grad()
@@ -124,12 +147,14 @@ def run_amed(denoiser, noise: torch.Tensor, predictor: AMEDPredictor, keep_traje
              coefficients: list | None = None) -> torch.Tensor:
     """Algorithm 2: sample with a trained predictor under the settings of its record."""
     config = predictor.config
+    check_noise(denoiser, noise)
     check_model(config, denoiser, noise)
     solver = student_solver(config)
     grid_cpu = student_grid(config)
     grid = grid_cpu.to(noise.device)
     B = noise.shape[0]
     model = ModelCall(denoiser, afs=config.afs, features=True)
+    check_features(config, predictor, denoiser, model)
     predictor = predictor.to(noise.device)
     x = noise * float(grid_cpu[0])
     traj = [x] if keep_trajectory else None

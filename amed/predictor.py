@@ -9,7 +9,10 @@ r = sigmoid(.) in (0, 1), c = 1 +- scale_dir, a = 1 +- scale_time. 8,929 paramet
 only, 8,950 / 8,971 with one / both extra heads.
 
 A predictor is saved as safetensors weights plus a JSON record of everything it was trained for;
-nothing is pickled.
+nothing is pickled. Format 2 binds the two: the weights' safetensors metadata carries the record's
+settings too, the JSON record carries the weights' sha256, so editing either file is refused (naming
+the field that disagrees). Format 1 files (weights hash only) still load, with a warning: re-save them
+(``amed.load_predictor(p).save(p)``) to bind them.
 """
 
 from __future__ import annotations
@@ -18,17 +21,22 @@ import hashlib
 import json
 import math
 import os
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ._io import atomic_write_bytes, sha256_file
+from ._io import atomic_write_bytes, load_safetensors, read_regular_text, read_safetensors, sha256_file
+from .errors import AmedFileNotFoundError, AmedValueError
 
 __all__ = ["AMEDConfig", "AMEDPredictor", "ConstantPredictor", "load_predictor", "sha256_file", "atomic_write_bytes"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+MAX_RECORD_BYTES = 16 << 20  # a record is a few kB
+MAX_WEIGHTS_BYTES = 64 << 20  # g_phi is 9k parameters (36 kB)
 # Training objectives: the authors' one update per interval on a detached student (Algorithm 1), or the
 # same per-interval losses summed over the whole student trajectory, one update per batch, no detach.
 OBJECTIVES = ("per_interval", "end_to_end")
@@ -55,6 +63,9 @@ class AMEDConfig:
     model_sha256: str | None = None
     guidance: float | None = None  # classifier-free guidance scale of a text-to-image model (None: no CFG)
     shape: tuple | None = None
+    # Whether g_phi was trained on the network's bottleneck feature (False: the denoiser had none and h was
+    # zeros). Recorded by amed.training.train_predictor; None: not recorded.
+    features: bool | None = None
     # The training recipe (amed.training.train_predictor):
     objective: str = "per_interval"  # "per_interval" (authors' Algorithm 1) or "end_to_end"
     # Filled in by training:
@@ -77,13 +88,13 @@ class AMEDConfig:
         for name in ("scale_dir", "scale_time"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not 0.0 <= v < 1.0:
-                raise ValueError(f"{name} must lie in [0, 1), got {v!r}")
+                raise AmedValueError(f"{name} must lie in [0, 1), got {v!r}")
         if not isinstance(self.nfe, int) or self.nfe < 1:
-            raise ValueError(f"NFE must be a positive integer, got {self.nfe!r}")
+            raise AmedValueError(f"NFE must be a positive integer, got {self.nfe!r}")
         if not isinstance(self.M, int) or self.M < 0:
-            raise ValueError(f"M (teacher points per interval) must be a non-negative integer, got {self.M!r}")
+            raise AmedValueError(f"M (teacher points per interval) must be a non-negative integer, got {self.M!r}")
         if self.objective not in OBJECTIVES:
-            raise ValueError(f"objective must be one of {list(OBJECTIVES)}, got {self.objective!r}")
+            raise AmedValueError(f"objective must be one of {list(OBJECTIVES)}, got {self.objective!r}")
 
     @property
     def plugin(self) -> bool:
@@ -94,7 +105,7 @@ class AMEDConfig:
         """Student grid points N: NFE = 2 (N - 1) - [AFS]."""
         total = self.nfe + int(self.afs)
         if total % 2 or total < 2:
-            raise ValueError(f"AMED spends 2 NFE per interval: NFE={self.nfe} is unreachable with afs={self.afs}; "
+            raise AmedValueError(f"AMED spends 2 NFE per interval: NFE={self.nfe} is unreachable with afs={self.afs}; "
                              f"use afs={not self.afs} or NFE={self.nfe - 1}/{self.nfe + 1}")
         return total // 2 + 1
 
@@ -108,7 +119,7 @@ class AMEDConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ValueError(f"predictor record has unknown keys {unknown}")
+            raise AmedValueError(f"predictor record has unknown keys {unknown}")
         d = dict(d)
         if d.get("shape") is not None:
             d["shape"] = tuple(d["shape"])
@@ -136,6 +147,7 @@ class AMEDPredictor(nn.Module):
     """g_phi(h, t_cur, t_next) -> (r, c, a), each [B] (paper Eq. 11)."""
 
     source: dict | None = None  # where imported weights came from (amed.authors); kept in the record
+    reads_features = True  # h: the network's bottleneck feature, when config.features
 
     def __init__(self, config: AMEDConfig | None = None, seed: int = 0, hidden_dim: int = 128,
                  bottleneck_input_dim: int = 64, bottleneck_output_dim: int = 4, noise_channels: int = 8):
@@ -193,12 +205,15 @@ class AMEDPredictor(nn.Module):
         from safetensors.torch import save as st_save  # noqa: PLC0415
 
         weights, record = _paths(path)
+        config = self.config.to_json()
+        # The settings travel inside the weights too (covered by weights_sha256): an edited record is refused.
         blob = st_save({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()},
-                       metadata={"format": "amed-predictor", "version": str(FORMAT_VERSION)})
+                       metadata={"format": "amed-predictor", "version": str(FORMAT_VERSION),
+                                 "config": json.dumps(config, sort_keys=True)})
         atomic_write_bytes(weights, blob)
         rec = {"format": "amed-predictor", "version": FORMAT_VERSION, "weights": weights.name,
                "weights_sha256": hashlib.sha256(blob).hexdigest(),
-               "num_parameters": sum(p.numel() for p in self.parameters()), "config": self.config.to_json()}
+               "num_parameters": sum(p.numel() for p in self.parameters()), "config": config}
         if self.source:
             rec["source"] = self.source
         atomic_write_bytes(record, (json.dumps(rec, indent=2) + "\n").encode())
@@ -207,6 +222,8 @@ class AMEDPredictor(nn.Module):
 
 class ConstantPredictor(nn.Module):
     """Fixed (r, c, a) for every sample and step: r = 0.5, c = 1 turns AMED-Solver into DPM-Solver-2."""
+
+    reads_features = False  # h is ignored: any denoiser will do
 
     def __init__(self, config: AMEDConfig, r: float = 0.5, c: float = 1.0, a: float = 1.0):
         super().__init__()
@@ -224,44 +241,88 @@ def _paths(path) -> tuple[Path, Path]:
     return p.with_name(p.name + ".safetensors"), p.with_name(p.name + ".json")
 
 
+_MISSING = object()
+
+
 def load_predictor(path: str | os.PathLike, **import_options) -> AMEDPredictor:
     """Load a predictor saved by ``AMEDPredictor.save`` (either file of the pair), or import an authors'
-    snapshot (``.pkl`` / ``.pt``) with ``amed.authors.load_authors_predictor(path, **import_options)``."""
-    from safetensors.torch import load as st_load  # noqa: PLC0415
+    snapshot (``.pkl`` / ``.pt``) with ``amed.authors.load_authors_predictor(path, **import_options)``.
 
+    Format 2: the weights' sha256 must match the record and the record's settings those bound into
+    the weights; any difference is an error naming the field. Format 1 loads with a warning (the
+    record's settings cannot be checked); re-save it to bind it.
+    """
     if Path(path).suffix in (".pkl", ".pt"):
         from .authors import load_authors_predictor  # noqa: PLC0415
 
         return load_authors_predictor(path, **import_options)
     given = sorted(k for k, v in import_options.items() if v is not None)
     if given:
-        raise ValueError(f"options {given} apply to imported authors' snapshots (.pkl/.pt), not to {Path(path).name}: "
-                         f"its record holds every setting")
+        raise AmedValueError(f"options {given} apply to imported authors' snapshots (.pkl/.pt), not to "
+                             f"{Path(path).name}: its record holds every setting")
     weights, record = _paths(path)
     for p in (weights, record):
         if not p.exists():
-            raise FileNotFoundError(f"predictor file {p} is missing (a predictor is a .safetensors + .json pair)")
+            raise AmedFileNotFoundError(f"predictor file {p} is missing (a predictor is a .safetensors + .json pair)")
+    text = read_regular_text(record, "predictor record", limit=MAX_RECORD_BYTES)
     try:
-        rec = json.loads(record.read_text())
+        rec = json.loads(text)
     except json.JSONDecodeError as e:
-        raise ValueError(f"{record}: not a valid predictor record ({e})") from None
-    if not isinstance(rec, dict) or rec.get("format") != "amed-predictor" or rec.get("version") != FORMAT_VERSION:
-        raise ValueError(f"{record}: not an amed predictor record of version {FORMAT_VERSION}")
+        raise AmedValueError(f"{record}: not a valid predictor record ({e})") from None
+    if (not isinstance(rec, dict) or rec.get("format") != "amed-predictor"
+            or rec.get("version") not in READABLE_VERSIONS):
+        raise AmedValueError(f"{record}: not an amed predictor record of version {' or '.join(map(str, READABLE_VERSIONS))}")
     if not isinstance(rec.get("config"), dict):
-        raise ValueError(f"{record}: the record has no 'config' object")
-    blob = weights.read_bytes()
+        raise AmedValueError(f"{record}: the record has no 'config' object")
+    blob, header = read_safetensors(weights, "predictor weights", limit=MAX_WEIGHTS_BYTES)
     if hashlib.sha256(blob).hexdigest() != rec.get("weights_sha256"):
-        raise ValueError(f"{weights}: sha256 does not match its record {record.name}; the file is corrupt or replaced")
+        raise AmedValueError(f"{weights}: sha256 does not match its record {record.name}; the file is corrupt or replaced")
+    settings = rec["config"]
+    if rec["version"] >= 2:
+        settings = _bound_settings(header, weights)
+        for key in sorted(set(settings) | set(rec["config"])):
+            mine, bound = rec["config"].get(key, _MISSING), settings.get(key, _MISSING)
+            if mine != bound:
+                raise AmedValueError(f"{record}: {key} is {_show(mine)} in the record but {_show(bound)} in the weights "
+                                     f"it was saved with; the record was edited (restore it or retrain)")
+    else:
+        warnings.warn(f"{record}: predictor format 1 does not bind the record to its weights, so an edited record "
+                      f"goes unnoticed; re-save it to bind them: amed.load_predictor(p).save(p)", UserWarning,
+                      stacklevel=2)
     try:
-        config = AMEDConfig.from_json(rec["config"])
+        config = AMEDConfig.from_json(settings)
     except TypeError as e:
-        raise ValueError(f"{record}: bad predictor settings ({e})") from None
+        raise AmedValueError(f"{record}: bad predictor settings ({e})") from None
     pred = AMEDPredictor(config)
-    state = st_load(blob)
+    state = load_safetensors(blob, str(weights))
     missing = set(pred.state_dict()) ^ set(state)
     if missing:
-        raise ValueError(f"{weights}: weights do not fit the recorded heads (keys {sorted(missing)})")
-    pred.load_state_dict(state)
+        raise AmedValueError(f"{weights}: weights do not fit the recorded heads (keys {sorted(missing)})")
+    count = sum(p.numel() for p in pred.parameters())
+    if "num_parameters" in rec and rec["num_parameters"] != count:
+        raise AmedValueError(f"{record}: num_parameters is {rec['num_parameters']!r} in the record but the weights "
+                             f"hold {count}; the record was edited")
+    try:
+        pred.load_state_dict(state)
+    except RuntimeError as e:  # a tensor of the wrong shape
+        raise AmedValueError(f"{weights}: weights do not fit the predictor ({' '.join(str(e).split())})") from None
     if isinstance(rec.get("source"), dict):
         pred.source = rec["source"]
     return pred.eval()
+
+
+def _show(v) -> str:
+    return "absent" if v is _MISSING else repr(v)
+
+
+def _bound_settings(header: dict, weights: Path) -> dict:
+    """The record's settings as saved inside the weights (format 2)."""
+    meta = header.get("__metadata__") or {}
+    try:
+        settings = json.loads(meta["config"])
+    except (KeyError, json.JSONDecodeError):
+        settings = None
+    if meta.get("format") != "amed-predictor" or not isinstance(settings, dict):
+        raise AmedValueError(f"{weights}: format 2 weights must carry the predictor's settings in their metadata; "
+                             f"these do not (not saved by AMEDPredictor.save?)")
+    return settings

@@ -8,17 +8,20 @@ driver counts them and checks the count against the request.
 from __future__ import annotations
 
 import contextlib
+import difflib
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
 
-from .schedules import get_schedule
+from .schedules import get_schedule, schedule_options
 from .solvers import SOLVERS, Solver, make_solver
+from .errors import AmedTypeError, AmedValueError, DeviceUnavailable, Diverged
 
 __all__ = ["sample", "sample_trajectory", "randn_seeds", "parse_seeds", "Plan", "plan", "ModelCall", "afs_denoise",
-           "conditioned", "resolve_device"]
+           "conditioned", "resolve_device", "supplies_features", "check_noise", "MAX_SEEDS"]
 
 Tensor = torch.Tensor
 
@@ -31,13 +34,23 @@ def randn_seeds(seeds: Sequence[int], shape: Sequence[int], dtype: torch.dtype =
     return torch.stack(rows).to(dtype=dtype, device=device)
 
 
+# At most this many seeds in one list: 20x the paper's largest evaluation (50k images for FID) and a list
+# of ~40 MB, so a typo such as '0-99999999999' is an error at once instead of a MemoryError minutes later.
+MAX_SEEDS = 1_000_000
+MAX_SEED = 2**63 - 1  # seeds are stored as int64 next to the images
+
+
 def parse_seeds(spec: str | int | Sequence[int]) -> list[int]:
-    """'0-63' / '0,5,7-9' / 10 / [1, 2] -> a list of seeds."""
+    """'0-63' / '0,5,7-9' / 10 / [1, 2] -> a list of seeds (at most MAX_SEEDS, each in 0..2^63-1)."""
     if isinstance(spec, int):
-        return [spec]
+        spec = [spec]
     if not isinstance(spec, str):
-        return [int(s) for s in spec]
-    seeds: list[int] = []
+        seeds = list(itertools.islice((int(s) for s in spec), MAX_SEEDS + 1))
+        if len(seeds) > MAX_SEEDS:
+            raise AmedValueError(f"more than {MAX_SEEDS} seeds, the most one run takes; split the run into shards")
+        _check_seed_values(seeds, spec)
+        return seeds
+    ranges: list[tuple[int, int]] = []
     for part in spec.split(","):
         part = part.strip()
         if not part:
@@ -48,16 +61,28 @@ def parse_seeds(spec: str | int | Sequence[int]) -> list[int]:
                 lo_i, hi_i = int(lo), int(hi)
                 if hi_i < lo_i:
                     raise ValueError
-                seeds.extend(range(lo_i, hi_i + 1))
             else:
-                seeds.append(int(part))
+                lo_i = hi_i = int(part)
         except ValueError:
-            raise ValueError(f"bad seed range {part!r} in {spec!r}; use e.g. '0-63' or '0,5,7-9'") from None
-    if not seeds:
-        raise ValueError(f"no seeds in {spec!r}")
-    if min(seeds) < 0:
-        raise ValueError(f"seeds must be non-negative, got {min(seeds)}")
-    return seeds
+            raise AmedValueError(f"bad seed range {part!r} in {spec!r}; use e.g. '0-63' or '0,5,7-9'") from None
+        ranges.append((lo_i, hi_i))
+    if not ranges:
+        raise AmedValueError(f"no seeds in {spec!r}")
+    count = sum(hi - lo + 1 for lo, hi in ranges)  # counted before any list is built
+    if count > MAX_SEEDS:
+        raise AmedValueError(f"seeds {spec!r} name {count} seeds, more than the {MAX_SEEDS} one run takes; "
+                             f"split the run into shards")
+    _check_seed_values([v for r in ranges for v in r], spec)
+    return [s for lo, hi in ranges for s in range(lo, hi + 1)]
+
+
+def _check_seed_values(values: list[int], spec) -> None:
+    if not values:
+        raise AmedValueError(f"no seeds in {spec!r}")
+    if min(values) < 0:
+        raise AmedValueError(f"seeds must be non-negative, got {min(values)}")
+    if max(values) > MAX_SEED:
+        raise AmedValueError(f"seeds must be below 2^63, got {max(values)}")
 
 
 def afs_denoise(x: Tensor, sigma: Tensor) -> Tensor:
@@ -66,14 +91,23 @@ def afs_denoise(x: Tensor, sigma: Tensor) -> Tensor:
     return x - s * x / torch.sqrt(1.0 + s * s)
 
 
+def supplies_features(denoiser) -> bool:
+    """Whether ``denoiser.with_feature`` gives a real bottleneck feature (an adapter whose
+    ``feature_module()`` is None gives zeros; a plain callable has no ``with_feature``)."""
+    if not callable(getattr(denoiser, "with_feature", None)):
+        return False
+    module = getattr(denoiser, "feature_module", None)
+    return module() is not None if callable(module) else True
+
+
 class ModelCall:
     """The denoiser as the solvers see it: counts NFE, answers the first call analytically under AFS,
-    and records the AMED bottleneck feature of each call when asked to."""
+    records the AMED bottleneck feature of each call when asked to, and checks every output's shape."""
 
     def __init__(self, denoise: Callable, afs: bool = False, features: bool = False):
         self.denoise = denoise
         self.afs_pending = bool(afs)
-        self.features = bool(features) and hasattr(denoise, "with_feature")
+        self.features = bool(features) and supplies_features(denoise)
         self.capture = self.features  # hook the next calls (AMED turns it off around the mid-point calls)
         self.nfe = 0
         self.feature: Tensor | None = None
@@ -85,10 +119,16 @@ class ModelCall:
             return afs_denoise(x, sigma)
         self.nfe += 1
         if self.capture:
-            D, self.feature = self.denoise.with_feature(x, sigma)
+            D, h = self.denoise.with_feature(x, sigma)
+            _check_output(D, x, "with_feature")
+            if not isinstance(h, torch.Tensor) or tuple(h.shape) != (x.shape[0], 8, 8):
+                got = list(h.shape) if isinstance(h, torch.Tensor) else type(h).__name__
+                raise AmedValueError(f"with_feature must return the bottleneck feature as [B, 8, 8] = "
+                                     f"{[x.shape[0], 8, 8]}, got {got}")
+            self.feature = h
             return D
         self.feature = None
-        return self.denoise(x, sigma)
+        return _check_output(self.denoise(x, sigma), x, "the denoiser")
 
     def last_feature(self, batch: int, device) -> Tensor:
         """The [B, 8, 8] feature of the last call (zeros after AFS or for a plain callable)."""
@@ -101,6 +141,15 @@ class ModelCall:
         if a is None:
             return self
         return lambda x, sigma: self(x, sigma * a.to(sigma))
+
+
+def _check_output(D, x: Tensor, who: str) -> Tensor:
+    """D(x; sigma) must be a tensor of x's shape (a broadcastable one would silently change the samples)."""
+    if not isinstance(D, torch.Tensor) or D.shape != x.shape:
+        got = list(D.shape) if isinstance(D, torch.Tensor) else type(D).__name__
+        raise AmedValueError(f"{who} returned D of shape {got} for x of shape {list(x.shape)}; "
+                             f"D(x; sigma) must have x's shape")
+    return D
 
 
 @dataclass(frozen=True)
@@ -116,11 +165,11 @@ class Plan:
 
 def _steps_for(solver_key: str, evals_per_step: int, nfe: int, afs: bool) -> int:
     if int(nfe) != nfe or nfe < 1:
-        raise ValueError(f"NFE must be a positive integer, got {nfe!r}")
+        raise AmedValueError(f"NFE must be a positive integer, got {nfe!r}")
     total = nfe + int(afs)
     if total % evals_per_step:
         ok = [n for n in range(max(1, nfe - 2), nfe + 3) if (n + int(afs)) % evals_per_step == 0 and n >= 1]
-        raise ValueError(
+        raise AmedValueError(
             f"{solver_key} spends {evals_per_step} NFE per step, so NFE={nfe} is unreachable with afs={afs}; "
             f"use afs={not afs} or NFE in {ok} with afs={afs}")
     return total // evals_per_step
@@ -132,11 +181,11 @@ def plan(solver: str, nfe: int | None = None, schedule: str | Sequence[float] | 
     """The grid and step count for (solver, NFE, schedule); a ValueError says what would work."""
     if evals_per_step is None:
         if solver not in SOLVERS:
-            raise ValueError(f"unknown solver {solver!r}; choose one of {sorted(SOLVERS)}")
+            raise AmedValueError(f"unknown solver {solver!r}; choose one of {sorted(SOLVERS)}")
         evals_per_step = SOLVERS[solver].evals_per_step
     if isinstance(schedule, str):
         if nfe is None:
-            raise ValueError("give nfe (network evaluations) or an explicit time grid")
+            raise AmedValueError("give nfe (network evaluations) or an explicit time grid")
         steps = _steps_for(solver, evals_per_step, nfe, afs)
         if rho is None and schedule == "polynomial":
             rho = 7.0
@@ -146,14 +195,14 @@ def plan(solver: str, nfe: int | None = None, schedule: str | Sequence[float] | 
     else:
         grid = torch.as_tensor(schedule, dtype=torch.float64).flatten()
         if grid.numel() < 2 or not bool((grid[1:] < grid[:-1]).all()) or not bool((grid > 0).all()):
-            raise ValueError(f"an explicit time grid must be positive and strictly decreasing, got {grid.tolist()}")
+            raise AmedValueError(f"an explicit time grid must be positive and strictly decreasing, got {grid.tolist()}")
         steps = grid.numel() - 1
         implied = steps * evals_per_step - int(afs)
         if nfe is not None and nfe != implied:
-            raise ValueError(f"a {steps}-step grid gives NFE={implied} for {solver} with afs={afs}, not {nfe}")
+            raise AmedValueError(f"a {steps}-step grid gives NFE={implied} for {solver} with afs={afs}, not {nfe}")
         nfe = implied
         if nfe < 1:
-            raise ValueError(f"a {steps}-step grid with afs={afs} makes no network call")
+            raise AmedValueError(f"a {steps}-step grid with afs={afs} makes no network call")
     return Plan(solver=solver, nfe=int(nfe), afs=bool(afs), steps=steps, grid=grid)
 
 
@@ -165,10 +214,24 @@ def conditioned(denoiser, seeds):
 
 
 def resolve_device(name) -> torch.device:
-    """A torch device from a name; "auto" is CUDA when available, else the CPU."""
+    """A torch device from a name; "auto" is CUDA when available, else the CPU. A device this machine
+    does not have is an error here, not a traceback from the first tensor moved there."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise AmedValueError(f"unknown device {name!r} ({' '.join(str(e).split())}); use cpu, cuda, cuda:N or auto") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "torch was built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise DeviceUnavailable(f"device {name!r} is not available on this machine ({why}); use --device cpu or auto")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise DeviceUnavailable(f"device {name!r} is not available: this machine has "
+                                    f"{torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise DeviceUnavailable(f"device {name!r} is not available on this machine; use --device cpu or auto")
+    return dev
 
 
 class FiniteWatch:
@@ -198,7 +261,7 @@ class FiniteWatch:
                 self._raise(int(bad[0]))
 
     def _raise(self, i: int):
-        raise FloatingPointError(
+        raise Diverged(
             f"{self.solver}: non-finite state after step {i} (sigma {float(self.grid[i]):.6g} -> "
             f"{float(self.grid[i + 1]):.6g}); try more NFE, another schedule, or check the denoiser")
 
@@ -227,21 +290,54 @@ def _resolve(args: dict, predictor) -> dict:
         if k == "solver_options" and not v:
             continue
         if v != recorded[k]:
-            raise ValueError(f"the predictor was trained for {k}={recorded[k]!r}, got {k}={v!r}; "
+            raise AmedValueError(f"the predictor was trained for {k}={recorded[k]!r}, got {k}={v!r}; "
                              f"leave {k} unset to use the predictor's setting")
     return recorded
 
 
-def _run(denoiser, noise: Tensor, args: dict, predictor, keep_trajectory: bool, schedule_kw: dict):
+_SAMPLE_ARGS = ("solver", "nfe", "schedule", "afs", "sigma_min", "sigma_max", "rho", "predictor", "solver_options")
+
+
+def _check_schedule_kw(schedule, kw: dict) -> None:
+    """Extra keywords of sample() are options of the schedule in use; anything else (a misspelt argument) is a
+    TypeError naming it."""
+    allowed = schedule_options(schedule) if isinstance(schedule, str) else []
+    unknown = sorted(set(kw) - set(allowed))
+    if not unknown:
+        return
+    names = []
+    for k in unknown:
+        close = difflib.get_close_matches(k, [*_SAMPLE_ARGS, *allowed], n=1)
+        names.append(f"{k!r} (did you mean {close[0]!r}?)" if close else repr(k))
+    if not isinstance(schedule, str):
+        takes = "an explicit time grid takes no schedule options"
+    else:
+        takes = f"schedule {schedule!r} takes {allowed if allowed else 'no extra options'}"
+    raise AmedTypeError(f"sample() got unexpected keyword argument(s) {', '.join(names)}; {takes}")
+
+
+def check_noise(denoiser, noise: Tensor) -> None:
+    """noise is [B, *shape] with the adapter's sample shape (ModelInfo.shape) when it declares one."""
+    if not isinstance(noise, Tensor):
+        raise AmedTypeError(f"noise must be a torch.Tensor, got {type(noise).__name__}")
     if noise.ndim < 2:
-        raise ValueError(f"noise must be [batch, ...], got shape {tuple(noise.shape)}")
+        raise AmedValueError(f"noise must be [batch, ...], got shape {tuple(noise.shape)}")
+    shape = getattr(getattr(denoiser, "info", None), "shape", None)
+    if shape is not None and tuple(noise.shape[1:]) != tuple(shape):
+        raise AmedValueError(f"noise of shape {list(noise.shape)} does not fit the model: it samples "
+                             f"{list(shape)} per image, so noise must be [B, {', '.join(map(str, shape))}]")
+
+
+def _run(denoiser, noise: Tensor, args: dict, predictor, keep_trajectory: bool, schedule_kw: dict):
+    check_noise(denoiser, noise)
     info = getattr(denoiser, "info", None)
     for k in ("sigma_min", "sigma_max"):  # unset: the model's own range (0.002..80 for EDM models, SD's table ends)
         if isinstance(args.get(k), _Default) and isinstance(getattr(info, k, None), (int, float)):
             args = {**args, k: _Default(float(getattr(info, k)))}
     a = _resolve(args, predictor)
+    _check_schedule_kw(a["schedule"], schedule_kw)
     if predictor is not None and schedule_kw:
-        raise ValueError(f"schedule options {sorted(schedule_kw)} cannot be combined with a predictor: "
+        raise AmedValueError(f"schedule options {sorted(schedule_kw)} cannot be combined with a predictor: "
                          f"it samples on the grid of its record")
     if predictor is not None:
         from .plugin import run_amed  # noqa: PLC0415
@@ -249,7 +345,7 @@ def _run(denoiser, noise: Tensor, args: dict, predictor, keep_trajectory: bool, 
         return run_amed(denoiser, noise, predictor, keep_trajectory=keep_trajectory)
     solver = a["solver"]
     if solver == "amed":
-        raise ValueError("solver 'amed' needs a trained predictor: pass predictor=amed.load_predictor(path)")
+        raise AmedValueError("solver 'amed' needs a trained predictor: pass predictor=amed.load_predictor(path)")
     p = plan(solver, a["nfe"], a["schedule"], a["afs"], a["sigma_min"], a["sigma_max"], a["rho"], **schedule_kw)
     method: Solver = make_solver(solver, **(a["solver_options"] or {}))
     model = ModelCall(denoiser, afs=p.afs)

@@ -8,12 +8,15 @@ All schedules return float64 tensors.
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Callable
 
 import torch
 
-__all__ = ["SCHEDULES", "get_schedule", "refine_schedule", "teacher_indices", "DiscreteVP"]
+from .errors import AmedTypeError, AmedValueError
+
+__all__ = ["SCHEDULES", "get_schedule", "schedule_options", "refine_schedule", "teacher_indices", "DiscreteVP"]
 
 _F64 = torch.float64
 
@@ -67,7 +70,7 @@ class DiscreteVP:
     def __init__(self, alphas_cumprod: torch.Tensor):
         ab = torch.as_tensor(alphas_cumprod, dtype=_F64)
         if ab.ndim != 1 or ab.numel() < 2 or not bool(((ab > 0) & (ab < 1)).all()):
-            raise ValueError("alphas_cumprod must be a 1-D table of values in (0, 1)")
+            raise AmedValueError("alphas_cumprod must be a 1-D table of values in (0, 1)")
         self.t_array = torch.linspace(0.0, 1.0, ab.numel() + 1, dtype=_F64)[1:]
         self.log_alpha = 0.5 * torch.log(ab)
 
@@ -112,7 +115,7 @@ def discrete(num_points: int, sigma_min: float, sigma_max: float, rho: float = 1
     table = table or DiscreteVP.scaled_linear()
     lo, hi = table.sigma_min, table.sigma_max
     if sigma_min < lo * (1 - 1e-4) or sigma_max > hi * (1 + 1e-4):
-        raise ValueError(f"the discrete schedule's table covers sigma in [{lo:.6g}, {hi:.6g}]; "
+        raise AmedValueError(f"the discrete schedule's table covers sigma in [{lo:.6g}, {hi:.6g}]; "
                          f"got sigma_min={sigma_min!r}, sigma_max={sigma_max!r}")
     tau_max = float(table.sigma_inv(torch.tensor(sigma_max, dtype=_F64)))
     tau_min = float(table.sigma_inv(torch.tensor(sigma_min, dtype=_F64)))
@@ -130,18 +133,33 @@ SCHEDULES: dict[str, Callable[..., torch.Tensor]] = {
 }
 
 
+_COMMON = ("num_points", "sigma_min", "sigma_max", "rho")
+
+
+def schedule_options(name: str) -> list[str]:
+    """The keywords schedule ``name`` takes beyond (num_points, sigma_min, sigma_max, rho), e.g. discrete's table."""
+    if name not in SCHEDULES:
+        raise AmedValueError(f"unknown schedule {name!r}; choose one of {sorted(SCHEDULES)}")
+    params = inspect.signature(SCHEDULES[name]).parameters.values()
+    return sorted(p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+                  and p.name not in _COMMON)
+
+
 def get_schedule(name: str, num_points: int, sigma_min: float = 0.002, sigma_max: float = 80.0,
                  rho: float | None = None, **kwargs) -> torch.Tensor:
     """The N-point time grid of schedule ``name``, descending from sigma_max to sigma_min (float64)."""
-    if name not in SCHEDULES:
-        raise ValueError(f"unknown schedule {name!r}; choose one of {sorted(SCHEDULES)}")
+    unknown = sorted(set(kwargs) - set(schedule_options(name)))
+    if unknown:
+        takes = schedule_options(name)
+        raise AmedTypeError(f"schedule {name!r} got unexpected keyword argument(s) {unknown}; it takes "
+                            f"{takes if takes else 'none beyond num_points, sigma_min, sigma_max and rho'}")
     if int(num_points) != num_points or num_points < 2:
-        raise ValueError(f"a schedule needs at least 2 time points, got {num_points!r}")
+        raise AmedValueError(f"a schedule needs at least 2 time points, got {num_points!r}")
     if not (0.0 < sigma_min < sigma_max) or not math.isfinite(sigma_max):
-        raise ValueError(f"need 0 < sigma_min < sigma_max < inf, got sigma_min={sigma_min!r}, sigma_max={sigma_max!r}")
+        raise AmedValueError(f"need 0 < sigma_min < sigma_max < inf, got sigma_min={sigma_min!r}, sigma_max={sigma_max!r}")
     if rho is not None:
         if not rho > 0:
-            raise ValueError(f"rho must be positive, got {rho!r}")
+            raise AmedValueError(f"rho must be positive, got {rho!r}")
         kwargs["rho"] = rho
     t = SCHEDULES[name](int(num_points), float(sigma_min), float(sigma_max), **kwargs)
     # Pin the end points exactly (the families reach them only up to rounding).
@@ -157,7 +175,7 @@ def refine_schedule(name_or_grid, num_points: int, M: int, sigma_min: float = 0.
     Student point n sits at teacher index (M+1)*n (see ``teacher_indices``).
     """
     if int(M) != M or M < 0:
-        raise ValueError(f"M (points inserted per interval) must be a non-negative integer, got {M!r}")
+        raise AmedValueError(f"M (points inserted per interval) must be a non-negative integer, got {M!r}")
     if isinstance(name_or_grid, str):
         n_tea = (M + 1) * (num_points - 1) + 1
         return get_schedule(name_or_grid, n_tea, sigma_min, sigma_max, rho, **kwargs)

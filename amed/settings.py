@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from .errors import AmedValueError
 
 __all__ = ["FORMAT", "VERSION", "read_settings", "write_settings", "sample_settings", "train_settings",
            "teacher_settings"]
@@ -37,7 +38,7 @@ def _number(value, key: str, integer: bool = False, minimum: float | None = None
     if not ok or isinstance(value, bool) or (not integer and not math.isfinite(value)) or \
             (minimum is not None and value < minimum):
         kind = "an integer" if integer else "a finite number"
-        raise ValueError(f"settings: {key} must be {kind}{f' >= {minimum:g}' if minimum is not None else ''}, "
+        raise AmedValueError(f"settings: {key} must be {kind}{f' >= {minimum:g}' if minimum is not None else ''}, "
                          f"got {value!r}")
     return value
 
@@ -46,29 +47,29 @@ def _options(d, key: str) -> dict:
     if d is None:
         return {}
     if not isinstance(d, dict):
-        raise ValueError(f"settings: {key} must be an object, got {d!r}")
+        raise AmedValueError(f"settings: {key} must be an object, got {d!r}")
     for k, v in d.items():
         if not isinstance(k, str) or not (v is None or isinstance(v, (str, bool, int, float))):
-            raise ValueError(f"settings: {key}.{k} must be a string, number, boolean or null, got {v!r}")
+            raise AmedValueError(f"settings: {key}.{k} must be a string, number, boolean or null, got {v!r}")
         if isinstance(v, float) and not math.isfinite(v):
-            raise ValueError(f"settings: {key}.{k} must be finite, got {v!r}")
+            raise AmedValueError(f"settings: {key}.{k} must be finite, got {v!r}")
     return dict(d)
 
 
 def validate_settings(s: dict, where: str = "settings") -> dict:
     """Check a settings mapping's keys and value types; returns it. The package checks meanings later."""
     if not isinstance(s, dict):
-        raise ValueError(f"{where}: a settings file holds a JSON object, got {type(s).__name__}")
+        raise AmedValueError(f"{where}: a settings file holds a JSON object, got {type(s).__name__}")
     if s.get("format") != FORMAT or s.get("version") != VERSION:
-        raise ValueError(f"{where}: not an {FORMAT} file of version {VERSION}")
+        raise AmedValueError(f"{where}: not an {FORMAT} file of version {VERSION}")
     unknown = sorted(set(s) - _TOP)
     if unknown:
-        raise ValueError(f"{where}: unknown keys {unknown}")
+        raise AmedValueError(f"{where}: unknown keys {unknown}")
     for key in ("model", "device", "solver", "schedule", "metric", "compile"):
         if s.get(key) is not None and not isinstance(s[key], str):
-            raise ValueError(f"{where}: {key} must be a string, got {s[key]!r}")
+            raise AmedValueError(f"{where}: {key} must be a string, got {s[key]!r}")
     if s.get("kind", "baseline") not in _KINDS:
-        raise ValueError(f"{where}: kind must be one of {list(_KINDS)}, got {s.get('kind')!r}")
+        raise AmedValueError(f"{where}: kind must be one of {list(_KINDS)}, got {s.get('kind')!r}")
     if s.get("nfe") is not None:
         _number(s["nfe"], "nfe", integer=True, minimum=1)
     for key in ("batch", "num_samples"):
@@ -78,24 +79,24 @@ def validate_settings(s: dict, where: str = "settings") -> dict:
         if s.get(key) is not None:
             _number(s[key], key, minimum=0)
     if s.get("afs") is not None and not isinstance(s["afs"], bool):
-        raise ValueError(f"{where}: afs must be true or false, got {s['afs']!r}")
+        raise AmedValueError(f"{where}: afs must be true or false, got {s['afs']!r}")
     s["options"] = _options(s.get("options"), "options")
     u = s.get("uncertainty") or {}
     if not isinstance(u, dict) or sorted(set(u) - {"n_boot", "level", "boot_seed"}):
-        raise ValueError(f"{where}: uncertainty must be an object with n_boot, level, boot_seed; got {u!r}")
+        raise AmedValueError(f"{where}: uncertainty must be an object with n_boot, level, boot_seed; got {u!r}")
     if u.get("n_boot") is not None:
         _number(u["n_boot"], "uncertainty.n_boot", integer=True, minimum=1)
     if u.get("boot_seed") is not None:
         _number(u["boot_seed"], "uncertainty.boot_seed", integer=True, minimum=0)
     if u.get("level") is not None and not (_number(u["level"], "uncertainty.level") and 0 < u["level"] < 1):
-        raise ValueError(f"{where}: uncertainty.level must lie in (0, 1), got {u['level']!r}")
+        raise AmedValueError(f"{where}: uncertainty.level must lie in (0, 1), got {u['level']!r}")
     s["uncertainty"] = u
     t = s.get("train") or {}
     if not isinstance(t, dict):
-        raise ValueError(f"{where}: train must be an object, got {t!r}")
+        raise AmedValueError(f"{where}: train must be an object, got {t!r}")
     unknown = sorted(set(t) - _TRAIN)
     if unknown:
-        raise ValueError(f"{where}: unknown train keys {unknown}")
+        raise AmedValueError(f"{where}: unknown train keys {unknown}")
     t["teacher_options"] = _options(t.get("teacher_options"), "train.teacher_options")
     for key, integer, lo in (("M", True, 0), ("trajectories", True, 1), ("holdout", True, 0), ("batch", True, 1),
                              ("seed", True, 0), ("steps", True, 1), ("validate_every", True, 1), ("lr", False, 0),
@@ -108,13 +109,13 @@ def validate_settings(s: dict, where: str = "settings") -> dict:
 
 def read_settings(path) -> dict:
     """Read and check a cell settings file (a regular file of at most 1 MB)."""
-    from ._io import read_regular_file  # noqa: PLC0415
+    from ._io import read_regular_bytes  # noqa: PLC0415
 
-    raw = read_regular_file(path, max_bytes=1 << 20, what="settings file")
+    raw = read_regular_bytes(path, what="settings file", limit=1 << 20)
     try:
         s = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not a JSON settings file ({e})") from None
+        raise AmedValueError(f"{path}: not a JSON settings file ({e})") from None
     return validate_settings(s, str(path))
 
 

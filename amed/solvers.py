@@ -27,6 +27,7 @@ from typing import Callable
 import torch
 
 from .ops import bcast, lincomb
+from .errors import AmedValueError
 
 __all__ = ["State", "Solver", "SOLVERS", "make_solver", "model_eval", "dynamic_threshold", "multistep_orders"]
 
@@ -160,7 +161,7 @@ class DPM2(Solver):
 
     def __init__(self, r: float = 0.5):
         if not 0.0 < r <= 1.0:
-            raise ValueError(f"dpm2: r must lie in (0, 1], got {r!r}")
+            raise AmedValueError(f"dpm2: r must lie in (0, 1], got {r!r}")
         self.r = float(r)
 
     def update(self, x, t, t_next, denoise, state, c=None):
@@ -195,7 +196,7 @@ class IPNDM(Solver):
 
     def __init__(self, max_order: int = 4):
         if max_order not in _AB:
-            raise ValueError(f"ipndm: max_order must be 1..4, got {max_order!r}")
+            raise AmedValueError(f"ipndm: max_order must be 1..4, got {max_order!r}")
         self.max_order = int(max_order)
         self.keep = self.max_order
 
@@ -216,7 +217,7 @@ class _DataPredictionMultistep(Solver):
     def __init__(self, max_order: int = 3, predict_x0: bool = True, lower_order_final: bool = True,
                  thresholding: bool = False, threshold_p: float = 0.995, threshold_max: float = 1.0):
         if max_order not in (1, 2, 3):
-            raise ValueError(f"{self.key}: max_order must be 1..3, got {max_order!r}")
+            raise AmedValueError(f"{self.key}: max_order must be 1..3, got {max_order!r}")
         self.max_order = int(max_order)
         self.predict_x0 = bool(predict_x0)
         self.lower_order_final = bool(lower_order_final)
@@ -331,7 +332,7 @@ class UniPC(_DataPredictionMultistep):
     def __init__(self, max_order: int = 3, variant: str = "bh2", **kw):
         super().__init__(max_order=max_order, **kw)
         if variant not in ("bh1", "bh2"):
-            raise ValueError(f"unipc: variant must be 'bh1' or 'bh2', got {variant!r}")
+            raise AmedValueError(f"unipc: variant must be 'bh1' or 'bh2', got {variant!r}")
         self.variant = variant
         self.keep = self.max_order
 
@@ -401,8 +402,8 @@ SOLVERS: dict[str, type[Solver]] = {cls.key: cls for cls in (DDIM, Heun, DPM2, D
 def make_solver(key: str, **options) -> Solver:
     """The solver registered as ``key``, configured with ``options`` (a ValueError names bad ones)."""
     if key not in SOLVERS:
-        raise ValueError(f"unknown solver {key!r}; choose one of {sorted(SOLVERS)}")
+        raise AmedValueError(f"unknown solver {key!r}; choose one of {sorted(SOLVERS)}")
     try:
         return SOLVERS[key](**options)
     except TypeError as e:
-        raise ValueError(f"solver {key!r} does not take options {sorted(options)}: {e}") from None
+        raise AmedValueError(f"solver {key!r} does not take options {sorted(options)}: {e}") from None

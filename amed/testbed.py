@@ -14,6 +14,8 @@ import math
 
 import torch
 
+from .errors import AmedValueError
+
 __all__ = ["GaussianData", "GaussianMixture", "EmpiricalData", "reference_solution"]
 
 Tensor = torch.Tensor
@@ -30,7 +32,7 @@ class GaussianData:
         self.mean = torch.as_tensor(mean)
         self.std = torch.as_tensor(std).expand_as(self.mean)
         if bool((self.std <= 0).any()):
-            raise ValueError("GaussianData: every std must be positive")
+            raise AmedValueError("GaussianData: every std must be positive")
 
     @classmethod
     def random(cls, shape, seed: int = 0, dtype=torch.float64) -> "GaussianData":
@@ -65,7 +67,7 @@ class GaussianMixture:
         self.stds = torch.as_tensor(stds, dtype=self.means.dtype).expand(K).clone()
         w = torch.full((K,), 1.0 / K, dtype=self.means.dtype) if weights is None else torch.as_tensor(weights, dtype=self.means.dtype)
         if w.shape != (K,) or bool((w <= 0).any()):
-            raise ValueError("GaussianMixture: weights must be K positive numbers")
+            raise AmedValueError("GaussianMixture: weights must be K positive numbers")
         self.log_w = torch.log(w / w.sum())
 
     @classmethod

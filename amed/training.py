@@ -40,6 +40,7 @@ from .plugin import (SINGLE_STEP, amed_interval, detach_state, init_state, model
 from .predictor import OBJECTIVES, AMEDConfig, AMEDPredictor
 from .sampling import ModelCall, conditioned, randn_seeds, sample_trajectory
 from .schedules import refine_schedule, teacher_indices
+from .errors import AmedValueError, Diverged
 
 __all__ = ["train_predictor", "default_config", "teacher_states", "training_seeds", "build_teacher_cache",
            "AUTHORS_STEPS", "Budget", "plan_budget", "rollout_l2", "TrainingDiverged", "end_to_end_loss"]
@@ -51,7 +52,7 @@ AUTHORS_STEPS = 79
 SELECT = ("best", "last")
 
 
-class TrainingDiverged(FloatingPointError):
+class TrainingDiverged(Diverged):
     """A non-finite loss or gradient: training stops, nothing is saved."""
 
 
@@ -85,7 +86,7 @@ def default_config(solver: str = "amed", nfe: int = 5, **overrides) -> AMEDConfi
         base["teacher_options"] = dict(base.get("solver_options", {}))  # the authors' loss passes them on
     unknown = sorted(set(base) - set(AMEDConfig.__dataclass_fields__))
     if unknown:
-        raise ValueError(f"unknown AMED settings {unknown}")
+        raise AmedValueError(f"unknown AMED settings {unknown}")
     return AMEDConfig(solver=solver, nfe=nfe, **base)
 
 
@@ -123,12 +124,12 @@ def build_teacher_cache(denoiser, root, config: AMEDConfig, shape, num_trajector
     workflow owns its cache directories); by default it is an error.
     """
     if holdout < 0:
-        raise ValueError(f"holdout must be >= 0, got {holdout!r}")
+        raise AmedValueError(f"holdout must be >= 0, got {holdout!r}")
     name, sha = _model_identity(denoiser)
     seeds = training_seeds(seed, _num_seeds(num_trajectories, batch, holdout))
     shard_size = shard_size or batch * max(1, 1024 // batch)
     if shard_size % batch:
-        raise ValueError(f"shard_size ({shard_size}) must be a multiple of the batch ({batch}) so that cached and "
+        raise AmedValueError(f"shard_size ({shard_size}) must be a multiple of the batch ({batch}) so that cached and "
                          f"on-the-fly teachers are computed on the same batches")
     meta = cache_meta(model=name, model_sha256=sha, teacher=config.teacher, teacher_options=config.teacher_options,
                       schedule=config.schedule, rho=config.rho, sigma_min=config.sigma_min,
@@ -159,13 +160,13 @@ def _check_cache(cache: TeacherCache, config: AMEDConfig, shape, seeds: list[int
         if key in ("num_seeds", "dtype", "shard_size"):
             continue
         if cache.meta.get(key) != value:
-            raise ValueError(f"teacher cache {cache.root} was built for {key}={cache.meta.get(key)!r}, "
+            raise AmedValueError(f"teacher cache {cache.root} was built for {key}={cache.meta.get(key)!r}, "
                              f"this training run needs {key}={value!r}")
     if cache.meta["num_seeds"] < len(seeds):
-        raise ValueError(f"teacher cache {cache.root} holds {cache.meta['num_seeds']} trajectories, "
+        raise AmedValueError(f"teacher cache {cache.root} holds {cache.meta['num_seeds']} trajectories, "
                          f"this run needs {len(seeds)} (training + held-out)")
     if not cache.complete():
-        raise ValueError(f"teacher cache {cache.root} is incomplete; rerun `amed teacher` to finish it")
+        raise AmedValueError(f"teacher cache {cache.root} is incomplete; rerun `amed teacher` to finish it")
 
 
 # ------------------------------------------------------------------------------------------ budget
@@ -186,21 +187,21 @@ def plan_budget(num_trajectories: int, batch: int, steps: int | None = None, epo
                 validate_every: int | None = None) -> Budget:
     """``steps`` or ``epochs`` (not both); neither: one epoch, and at least the authors' 79 steps."""
     if steps is not None and epochs is not None:
-        raise ValueError(f"give steps or epochs, not both (got steps={steps!r}, epochs={epochs!r})")
+        raise AmedValueError(f"give steps or epochs, not both (got steps={steps!r}, epochs={epochs!r})")
     per_epoch = math.ceil(num_trajectories / batch)
     if steps is None:
         if epochs is None:
             steps = max(per_epoch, AUTHORS_STEPS)
         else:
             if not (isinstance(epochs, (int, float)) and math.isfinite(epochs) and epochs > 0):
-                raise ValueError(f"epochs must be a positive number, got {epochs!r}")
+                raise AmedValueError(f"epochs must be a positive number, got {epochs!r}")
             steps = max(1, round(epochs * per_epoch))
     if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+        raise AmedValueError(f"steps must be a positive integer, got {steps!r}")
     if validate_every is None:  # at least once per epoch, and about 16 points on the training curve
         validate_every = max(1, min(per_epoch, math.ceil(steps / 16)))
     if not isinstance(validate_every, int) or validate_every < 1:
-        raise ValueError(f"validate_every must be a positive integer, got {validate_every!r}")
+        raise AmedValueError(f"validate_every must be a positive integer, got {validate_every!r}")
     return Budget(steps=steps, batches_per_epoch=per_epoch, validate_every=validate_every)
 
 
@@ -280,15 +281,15 @@ def train_predictor(denoiser, shape, solver: str = "amed", nfe: int = 5, *, num_
     one, as the authors ship it; the validation is still recorded).
     """
     if num_trajectories < 1 or batch < 1:
-        raise ValueError(f"need num_trajectories >= 1 and batch >= 1, got {num_trajectories!r}, {batch!r}")
+        raise AmedValueError(f"need num_trajectories >= 1 and batch >= 1, got {num_trajectories!r}, {batch!r}")
     if not lr > 0:
-        raise ValueError(f"lr must be positive, got {lr!r}")
+        raise AmedValueError(f"lr must be positive, got {lr!r}")
     if not isinstance(holdout, int) or holdout < 0:
-        raise ValueError(f"holdout must be a non-negative integer, got {holdout!r}")
+        raise AmedValueError(f"holdout must be a non-negative integer, got {holdout!r}")
     if objective not in OBJECTIVES:
-        raise ValueError(f"objective must be one of {list(OBJECTIVES)}, got {objective!r}")
+        raise AmedValueError(f"objective must be one of {list(OBJECTIVES)}, got {objective!r}")
     if select not in SELECT:
-        raise ValueError(f"select must be one of {list(SELECT)}, got {select!r}")
+        raise AmedValueError(f"select must be one of {list(SELECT)}, got {select!r}")
     budget = plan_budget(num_trajectories, batch, steps, epochs, validate_every)
     train_seed = int(seed if train_seed is None else train_seed)
     info = getattr(denoiser, "info", None)
@@ -299,11 +300,12 @@ def train_predictor(denoiser, shape, solver: str = "amed", nfe: int = 5, *, num_
     name, sha = _model_identity(denoiser)
     config.model, config.model_sha256, config.shape = name, sha, tuple(shape)
     config.guidance = model_guidance(denoiser)
+    config.features = ModelCall(denoiser, features=True).features  # g_phi reads the bottleneck, or zeros
     config.seed, config.train_seed, config.batch, config.lr = int(seed), train_seed, int(batch), float(lr)
     N = config.num_points  # validates NFE vs AFS
     solver_obj = student_solver(config)
     if config.teacher == "amed":
-        raise ValueError("the teacher must be a baseline solver, got 'amed'")
+        raise AmedValueError("the teacher must be a baseline solver, got 'amed'")
     predictor = AMEDPredictor(config, seed=train_seed).to(device)
     params = list(predictor.parameters())
     opt = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), eps=1e-8)

@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from .errors import AmedValueError
 
 __all__ = ["Reference", "fd_bootstrap", "basic_interval", "compare", "Comparison", "mean_interval", "noise_floor",
            "verdict", "BOOT_SEED"]
@@ -40,11 +41,11 @@ class Reference:
         mu, sigma = np.asarray(mu, np.float64), np.asarray(sigma, np.float64)
         d = mu.shape[0]
         if mu.ndim != 1 or sigma.shape != (d, d) or not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
-            raise ValueError(f"reference statistics must be finite, mu [D] and sigma [D, D]; got {mu.shape}, {sigma.shape}")
+            raise AmedValueError(f"reference statistics must be finite, mu [D] and sigma [D, D]; got {mu.shape}, {sigma.shape}")
         self.mu, self.sigma = mu, (sigma + sigma.T) / 2
         w, v = np.linalg.eigh(self.sigma)
         if w.min() < -1e-8 * max(1.0, float(np.abs(w).max())):
-            raise ValueError(f"reference covariance is not positive semi-definite (smallest eigenvalue {w.min():.3g})")
+            raise AmedValueError(f"reference covariance is not positive semi-definite (smallest eigenvalue {w.min():.3g})")
         self._half = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
         self._trace = float(np.trace(self.sigma))
 
@@ -84,9 +85,9 @@ def fd_bootstrap(features, ref: Reference, n_boot: int = 1000, boot_seed: int = 
     f = np.asarray(features, np.float64)
     n, d = f.shape
     if n < 2 or d != ref.dim:
-        raise ValueError(f"features must be [N >= 2, {ref.dim}], got {f.shape}")
+        raise AmedValueError(f"features must be [N >= 2, {ref.dim}], got {f.shape}")
     if n_boot < 1:
-        raise ValueError(f"n_boot must be >= 1, got {n_boot!r}")
+        raise AmedValueError(f"n_boot must be >= 1, got {n_boot!r}")
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     pivot = f.mean(0)
@@ -110,7 +111,7 @@ def basic_interval(estimate: float, replicates, level: float = 0.95) -> tuple[fl
     """The basic bootstrap interval [2 est - q_hi, 2 est - q_lo] at ``level``."""
     reps = np.asarray(replicates, np.float64)
     if not np.isfinite(reps).all() or not np.isfinite(estimate):
-        raise ValueError("bootstrap replicates and the estimate must be finite")
+        raise AmedValueError("bootstrap replicates and the estimate must be finite")
     q_lo, q_hi = np.quantile(reps, [(1 - level) / 2, (1 + level) / 2])
     return float(2 * estimate - q_hi), float(2 * estimate - q_lo)
 
@@ -138,7 +139,7 @@ def _runs(values, reps):
     v = np.atleast_1d(np.asarray(values, np.float64))
     r = np.atleast_2d(np.asarray(reps, np.float64))
     if r.shape[0] != v.shape[0]:
-        raise ValueError(f"replicates must be [runs, n_boot]: got {r.shape} for {v.shape[0]} runs")
+        raise AmedValueError(f"replicates must be [runs, n_boot]: got {r.shape} for {v.shape[0]} runs")
     return v, r
 
 
@@ -161,7 +162,7 @@ def compare(values_a, reps_a, values_b, reps_b, level: float = 0.95, boot_seed: 
     va, ra = _runs(values_a, reps_a)
     vb, rb = _runs(values_b, reps_b)
     if ra.shape[1] != rb.shape[1]:
-        raise ValueError(f"A and B need the same number of replicates, got {ra.shape[1]} and {rb.shape[1]}")
+        raise AmedValueError(f"A and B need the same number of replicates, got {ra.shape[1]} and {rb.shape[1]}")
     diff = float(va.mean() - vb.mean())
     rng = np.random.default_rng([int(boot_seed), 1])
     d = _run_means(va, ra, ra.shape[1], rng) - _run_means(vb, rb, rb.shape[1], rng)
@@ -185,7 +186,7 @@ def noise_floor(real_features, ref: Reference, n: int, repeats: int = 20, seed: 
     draws. Needs n <= the number of real images."""
     f = np.asarray(real_features, np.float64)
     if not 2 <= n <= f.shape[0]:
-        raise ValueError(f"the noise floor needs 2 <= n <= {f.shape[0]} real images, got n={n}")
+        raise AmedValueError(f"the noise floor needs 2 <= n <= {f.shape[0]} real images, got n={n}")
     rng = np.random.default_rng([int(seed), int(n)])
     vals = [ref.fd_features(f[rng.choice(f.shape[0], n, replace=False)]) for _ in range(int(repeats))]
     return float(np.mean(vals)), float(np.std(vals, ddof=1) if len(vals) > 1 else 0.0)

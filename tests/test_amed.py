@@ -390,3 +390,26 @@ def test_unset_sigma_range_comes_from_the_model():
     p = amed.train_predictor(Narrow(), SHAPE, solver="ipndm", nfe=5, num_trajectories=16, batch=16, M=1)
     assert (p.config.sigma_min, p.config.sigma_max) == (0.03, 14.6)
     assert amed.sample(GMM, amed.randn_seeds(range(2), SHAPE), solver="ddim", nfe=4).shape[0] == 2  # no info: 0.002..80
+
+
+def test_format_1_predictors_still_load_and_resave_bound(tmp_path):
+    """Files saved before the record was bound to the weights load (with a warning) and re-save as format 2."""
+    from safetensors.torch import save as st_save
+
+    p = amed.train_predictor(GMM, SHAPE, solver="ipndm", nfe=5, num_trajectories=16, batch=16, M=1)
+    assert p.config.features is False  # GMM has no bottleneck: recorded, so sampling with GMM stays allowed
+    blob = st_save({k: v.contiguous() for k, v in p.state_dict().items()},
+                   metadata={"format": "amed-predictor", "version": "1"})
+    config = {k: v for k, v in p.config.to_json().items() if k != "features"}
+    (tmp_path / "old.safetensors").write_bytes(blob)
+    (tmp_path / "old.json").write_text(json.dumps({"format": "amed-predictor", "version": 1,
+                                                   "weights": "old.safetensors", "config": config,
+                                                   "weights_sha256": __import__("hashlib").sha256(blob).hexdigest()}))
+    with pytest.warns(UserWarning, match="format 1 does not bind"):
+        q = amed.load_predictor(tmp_path / "old.json")
+    noise = amed.randn_seeds(range(4), SHAPE)
+    assert torch.equal(amed.sample(GMM, noise, predictor=p), amed.sample(GMM, noise, predictor=q))
+    q.save(tmp_path / "old")
+    assert json.loads((tmp_path / "old.json").read_text())["version"] == 2
+    r = amed.load_predictor(tmp_path / "old.json")  # no warning now
+    assert torch.equal(amed.sample(GMM, noise, predictor=q), amed.sample(GMM, noise, predictor=r))

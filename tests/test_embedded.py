@@ -128,3 +128,17 @@ def test_every_shipped_model_loads(name):
     D, h = m.with_feature(x, torch.tensor([0.5, 5.0]))
     assert D.shape == x.shape and h.shape == (2, 8, 8) and torch.isfinite(D).all()
     assert m.info.name == name and m.info.extra["params"] <= 1.5e6
+
+
+def test_hooked_denoiser_matches_the_adapter(model):
+    """HookedDenoiser (bring your own network) hooks a named module: the same D and feature as the adapter."""
+    from amed.models.base import HookedDenoiser
+
+    name = "model.enc." + [k for k in model.net.model.enc.keys() if k.startswith("8x8_block")][-1]
+    byo = HookedDenoiser(model.net, name, info=model.info)
+    x, sigma = torch.randn(3, 1, 8, 8), torch.tensor([0.3, 2.0, 40.0])
+    D, h = model.with_feature(x, sigma)
+    D2, h2 = byo.with_feature(x, sigma)
+    assert torch.equal(D, D2) and torch.equal(h, h2) and h2.shape == (3, 8, 8)
+    with pytest.raises(ValueError, match="has no module 'model.enc.nope'"):
+        HookedDenoiser(model.net, "model.enc.nope")

@@ -227,3 +227,15 @@ def test_non_finite_state_on_cuda_is_reported_after_the_loop():
     noise = torch.randn(2, 1, 4, 4, device="cuda")
     with pytest.raises(FloatingPointError, match="non-finite state after step"):
         amed.sample(bad, noise, solver="ddim", nfe=5)
+
+
+def test_a_schedules_own_options_still_pass_through():
+    """Extra keywords of sample() that the schedule takes (discrete's alpha-bar table) keep working."""
+    from amed.schedules import DiscreteVP
+
+    table = DiscreteVP.scaled_linear(0.0015, 0.0195)
+    lo, hi = table.sigma_min, table.sigma_max
+    noise = amed.randn_seeds(range(2), (3, 4, 4))
+    a = amed.sample(GMM, noise, solver="ddim", nfe=4, schedule="discrete", sigma_min=lo, sigma_max=hi, table=table)
+    b = amed.sample(GMM, noise, solver="ddim", nfe=None, schedule=amed.get_schedule("discrete", 5, lo, hi, table=table))
+    assert torch.equal(a, b)

@@ -188,7 +188,7 @@ def test_a_mismatched_cache_is_replaced_only_when_asked(tmp_path):
     c = build_teacher_cache(GMM, tmp_path / "c", b, SHAPE, 32, batch=32, replace_mismatched=True)
     assert c.complete() and c.meta["M"] == 2
     (tmp_path / "c/meta.json").write_text("[1, 2]")  # not an object
-    with pytest.raises(ValueError, match="not an object"):
+    with pytest.raises(ValueError, match="must hold a JSON object"):
         build_teacher_cache(GMM, tmp_path / "c", b, SHAPE, 32, batch=32)
     assert build_teacher_cache(GMM, tmp_path / "c", b, SHAPE, 32, batch=32, replace_mismatched=True).complete()
 

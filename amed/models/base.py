@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
-__all__ = ["ModelInfo", "Denoiser", "channel_mean_feature", "to_uint8"]
+from ..errors import AmedValueError
+
+__all__ = ["ModelInfo", "Denoiser", "HookedDenoiser", "channel_mean_feature", "to_uint8"]
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,7 @@ class ModelInfo:
 def channel_mean_feature(h: torch.Tensor) -> torch.Tensor:
     """Channel mean of a bottleneck activation [B, C, 8, 8] -> [B, 8, 8] (paper Fig. 6)."""
     if h.ndim != 4:
-        raise ValueError(f"bottleneck feature must be [B, C, H, W], got shape {tuple(h.shape)}")
+        raise AmedValueError(f"bottleneck feature must be [B, C, H, W], got shape {tuple(h.shape)}")
     return h.detach().float().mean(dim=1)
 
 
@@ -101,6 +104,40 @@ class Denoiser(torch.nn.Module):
         return contextlib.nullcontext()
 
 
+class HookedDenoiser(Denoiser):
+    """Bring your own network: ``denoise(x, sigma) -> D`` plus the module whose output is its 8x8 bottleneck.
+
+    ``feature`` is that module, or its dotted name inside ``denoise`` (a ``torch.nn.Module``), e.g.
+    ``"enc.8x8_block3"``; ``with_feature`` hooks it for one call and returns its channel mean [B, 8, 8],
+    what an AMED predictor reads. ``info`` (a ModelInfo) lets the sampler check the noise shape.
+    """
+
+    def __init__(self, denoise: Callable, feature: torch.nn.Module | str, info: ModelInfo | None = None):
+        super().__init__()
+        if isinstance(feature, str):
+            if not isinstance(denoise, torch.nn.Module):
+                raise AmedValueError(f"a feature module named {feature!r} needs denoise to be a torch.nn.Module, "
+                                     f"got {type(denoise).__name__}; pass the module itself")
+            try:
+                feature = denoise.get_submodule(feature)
+            except AttributeError:
+                names = [n for n, _ in denoise.named_modules() if n][:8]
+                raise AmedValueError(f"{type(denoise).__name__} has no module {feature!r} (it has e.g. {names})") from None
+        if not isinstance(feature, torch.nn.Module):
+            raise AmedValueError(f"feature must be a torch.nn.Module or its name, got {type(feature).__name__}")
+        self.net = denoise if isinstance(denoise, torch.nn.Module) else None  # moves with .to(), .eval()
+        self._fn = None if self.net is not None else denoise
+        self._feature = (feature,)  # not registered: it is (usually) part of net already
+        if info is not None:
+            self.info = info
+
+    def denoise(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        return (self.net if self.net is not None else self._fn)(x, sigma)
+
+    def feature_module(self) -> torch.nn.Module:
+        return self._feature[0]
+
+
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
     """[-1, 1] NCHW floats -> uint8 NHWC (EDM's generate.py convention)."""
     return (x.float() * 127.5 + 128).clip(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu()
@@ -111,5 +148,5 @@ def _as_batch_sigma(sigma, x: torch.Tensor) -> torch.Tensor:
     if sigma.ndim == 0:
         sigma = sigma.expand(x.shape[0])
     if sigma.ndim != 1 or sigma.shape[0] != x.shape[0]:
-        raise ValueError(f"sigma must be a [batch] tensor matching x {tuple(x.shape)}, got shape {tuple(sigma.shape)}")
+        raise AmedValueError(f"sigma must be a [batch] tensor matching x {tuple(x.shape)}, got shape {tuple(sigma.shape)}")
     return sigma

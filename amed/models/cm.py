@@ -17,6 +17,8 @@ import torch
 from torch.nn import functional as F
 
 from .base import Denoiser, ModelInfo
+from .._io import open_regular
+from ..errors import AmedValueError
 
 __all__ = ["UNetModel", "CMDenoiser", "BEDROOM_CONFIG", "load_cm_bedroom", "timestep_embedding"]
 
@@ -130,7 +132,7 @@ class AttentionBlock(torch.nn.Module):
             self.num_heads = num_heads
         else:
             if channels % num_head_channels:
-                raise ValueError(f"channels {channels} not divisible by num_head_channels {num_head_channels}")
+                raise AmedValueError(f"channels {channels} not divisible by num_head_channels {num_head_channels}")
             self.num_heads = channels // num_head_channels
         self.norm = GroupNorm32(channels)
         self.qkv = torch.nn.Conv2d(channels, channels * 3, 1)
@@ -256,18 +258,19 @@ def load_cm_bedroom(path, *, config: dict | None = None, name: str = "lsun_bedro
     from .safe_pickle import load_state_dict_checked
 
     path = Path(path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"{path}: not a torch state-dict file readable with weights_only=True ({exc})") from exc
+    with open_regular(path, "checkpoint") as f:
+        try:
+            state = torch.load(f, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise AmedValueError(f"{path}: not a torch state-dict file readable with weights_only=True ({exc})") from exc
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
-        raise ValueError(f"{path}: expected a state dict, got {type(state).__name__}")
+        raise AmedValueError(f"{path}: expected a state dict, got {type(state).__name__}")
     for key, value in list(state.items()):
         # guided-diffusion's Conv1d attention weights [O, I, 1] use a different head order: refuse them.
         if key.endswith(("qkv.weight", "proj_out.weight")) and isinstance(value, torch.Tensor) and value.ndim == 3:
-            raise ValueError(f"{path}: {key!r} has Conv1d shape {tuple(value.shape)}; this is a plain guided-diffusion "
+            raise AmedValueError(f"{path}: {key!r} has Conv1d shape {tuple(value.shape)}; this is a plain guided-diffusion "
                              "file, not a consistency-models checkpoint (different attention layout)")
     with torch.device("meta"):
         net = CMDenoiser(config, name=name, source=source or str(path), license=license, sha256=sha256)

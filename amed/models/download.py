@@ -20,7 +20,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from .._io import atomic_write_bytes, sha256_file
+from .._io import atomic_write_bytes, read_regular_text, sha256_file
+from ..errors import AmedError, AmedValueError
 
 __all__ = ["DownloadError", "fetch", "default_cache_dir", "cached_path", "sha256_file", "read_sidecar"]
 
@@ -28,7 +29,7 @@ _CHUNK = 1 << 20
 _LICENSES_SHOWN: set[str] = set()
 
 
-class DownloadError(RuntimeError):
+class DownloadError(AmedError, RuntimeError):
     """A download or cache-verification failure; the message names the URL and the cause."""
 
 
@@ -40,7 +41,7 @@ def default_cache_dir() -> Path:
 def _filename(url: str) -> str:
     name = Path(urllib.parse.unquote(urllib.parse.urlparse(url).path)).name
     if not name:
-        raise ValueError(f"cannot derive a file name from URL {url!r}; pass filename=")
+        raise AmedValueError(f"cannot derive a file name from URL {url!r}; pass filename=")
     return name
 
 
@@ -56,10 +57,9 @@ def _sidecar(path: Path) -> Path:
 def read_sidecar(path) -> str | None:
     """The sha256 recorded for a cached file, or None."""
     side = _sidecar(Path(path))
-    try:
-        text = side.read_text().split()
-    except FileNotFoundError:
+    if not side.exists():
         return None
+    text = read_regular_text(side, "checksum sidecar", limit=1 << 16).split()
     return text[0].lower() if text else None
 
 
@@ -85,7 +85,7 @@ def _normalise_sha(sha256: str | None) -> str | None:
         return None
     sha = sha256.strip().lower()
     if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
-        raise ValueError(f"sha256 must be 64 hex digits, got {sha256!r}")
+        raise AmedValueError(f"sha256 must be 64 hex digits, got {sha256!r}")
     return sha
 
 

@@ -19,6 +19,7 @@ import torch
 from torch.nn import functional as F
 
 from .base import Denoiser, ModelInfo
+from ..errors import AmedValueError
 
 __all__ = [
     "Linear",
@@ -70,7 +71,7 @@ class Conv2d(torch.nn.Module):
                  down: bool = False, resample_filter=(1, 1), fused_resample: bool = False):
         super().__init__()
         if up and down:
-            raise ValueError("Conv2d cannot both upsample and downsample")
+            raise AmedValueError("Conv2d cannot both upsample and downsample")
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.up = up
@@ -232,9 +233,9 @@ class SongUNet(torch.nn.Module):
                  encoder_type: str = "standard", decoder_type: str = "standard", resample_filter=(1, 1)):
         super().__init__()
         if embedding_type not in ("positional", "fourier"):
-            raise ValueError(f"SongUNet embedding_type must be 'positional' or 'fourier', got {embedding_type!r}")
+            raise AmedValueError(f"SongUNet embedding_type must be 'positional' or 'fourier', got {embedding_type!r}")
         if encoder_type != "standard" or decoder_type != "standard":
-            raise ValueError("only the standard SongUNet encoder/decoder (DDPM++) is implemented, got "
+            raise AmedValueError("only the standard SongUNet encoder/decoder (DDPM++) is implemented, got "
                              f"encoder_type={encoder_type!r}, decoder_type={decoder_type!r}")
         self.img_resolution = img_resolution
         self.label_dropout = label_dropout
@@ -292,7 +293,7 @@ class SongUNet(torch.nn.Module):
         emb = emb.reshape(emb.shape[0], 2, -1).flip(1).reshape(emb.shape)
         if self.map_label is not None:
             if class_labels is None:
-                raise ValueError("this SongUNet is class-conditional: class_labels are required")
+                raise AmedValueError("this SongUNet is class-conditional: class_labels are required")
             emb = emb + self.map_label(class_labels * np.sqrt(self.map_label.in_features))
         if self.map_augment is not None and augment_labels is not None:
             emb = emb + self.map_augment(augment_labels)
@@ -379,7 +380,7 @@ class DhariwalUNet(torch.nn.Module):
         emb = self.map_layer1(emb)
         if self.map_label is not None:
             if class_labels is None:
-                raise ValueError("this DhariwalUNet is class-conditional: class_labels are required")
+                raise AmedValueError("this DhariwalUNet is class-conditional: class_labels are required")
             emb = emb + self.map_label(class_labels)
         emb = F.silu(emb)
 
@@ -433,10 +434,10 @@ class EDMDenoiser(Denoiser):
         config = dict(config)
         model_type = config.get("model_type", "DhariwalUNet")
         if model_type not in NETWORKS:
-            raise ValueError(f"unsupported EDM model_type {model_type!r}; expected one of {sorted(NETWORKS)}")
+            raise AmedValueError(f"unsupported EDM model_type {model_type!r}; expected one of {sorted(NETWORKS)}")
         for key in ("img_resolution", "img_channels"):
             if key not in config:
-                raise ValueError(f"EDM config lacks {key!r}; got keys {sorted(config)}")
+                raise AmedValueError(f"EDM config lacks {key!r}; got keys {sorted(config)}")
         self.config = config
         self.img_resolution = int(config["img_resolution"])
         self.img_channels = int(config["img_channels"])
@@ -449,7 +450,7 @@ class EDMDenoiser(Denoiser):
                                               out_channels=self.img_channels, label_dim=self.label_dim,
                                               **model_kwargs)
         except TypeError as exc:
-            raise ValueError(f"EDM config has an argument {model_type} does not take: {exc}") from exc
+            raise AmedValueError(f"EDM config has an argument {model_type} does not take: {exc}") from exc
         self.info = ModelInfo(name=name, shape=(self.img_channels, self.img_resolution, self.img_resolution),
                               sigma_min=0.002, sigma_max=80.0, source=source, license=license, sha256=sha256,
                               extra={"model_type": model_type, "label_dim": self.label_dim})
@@ -459,7 +460,7 @@ class EDMDenoiser(Denoiser):
         """The last 8x8 encoder block (AMED's hook: 8x8_block3 for DDPM++, 8x8_block2 for ADM)."""
         names = [n for n in self.model.enc.keys() if n.startswith("8x8_block")]
         if not names:
-            raise ValueError(f"{self.info.name}: the network has no 8x8 encoder block")
+            raise AmedValueError(f"{self.info.name}: the network has no 8x8 encoder block")
         return self.model.enc[names[-1]]
 
     @contextlib.contextmanager
@@ -472,7 +473,7 @@ class EDMDenoiser(Denoiser):
             class_labels = edm_class_labels(seeds, self.info.shape, self.label_dim)
         class_labels = torch.as_tensor(class_labels, dtype=torch.float32)
         if class_labels.shape != (len(seeds), self.label_dim):
-            raise ValueError(f"class_labels must be [{len(seeds)}, {self.label_dim}], got {tuple(class_labels.shape)}")
+            raise AmedValueError(f"class_labels must be [{len(seeds)}, {self.label_dim}], got {tuple(class_labels.shape)}")
         previous, self._labels = self._labels, class_labels
         try:
             yield self
@@ -483,9 +484,9 @@ class EDMDenoiser(Denoiser):
         if not self.label_dim:
             return None
         if self._labels is None:
-            raise ValueError(f"{self.info.name} is class-conditional: wrap calls in `with model.condition(seeds):`")
+            raise AmedValueError(f"{self.info.name} is class-conditional: wrap calls in `with model.condition(seeds):`")
         if self._labels.shape[0] != batch:
-            raise ValueError(f"{self._labels.shape[0]} class labels are bound but the batch has {batch} samples")
+            raise AmedValueError(f"{self._labels.shape[0]} class labels are bound but the batch has {batch} samples")
         return self._labels.to(device)
 
     def denoise(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:

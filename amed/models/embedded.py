@@ -14,7 +14,7 @@ This is the same place the authors hook on EDM's CIFAR-10 net (``enc['8x8_block3
 
 from __future__ import annotations
 
-import json
+import hashlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +22,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .._io import sha256_file
+from .._io import load_safetensors, read_json_object, read_safetensors, sha256_file
 from .base import Denoiser, ModelInfo
+from ..errors import AmedFileNotFoundError, AmedValueError
 
 __all__ = [
     "EmbeddedSpec",
@@ -261,23 +262,21 @@ class EmbeddedDenoiser(Denoiser):
 def load_embedded(name: str = DEFAULT, directory: str | Path | None = None) -> EmbeddedDenoiser:
     """Load a shipped model from package assets, verifying the weights' sha256 against its JSON record."""
     if name not in EMBEDDED_MODELS:
-        raise ValueError(f"unknown embedded model {name!r}; known: {sorted(EMBEDDED_MODELS)}")
+        raise AmedValueError(f"unknown embedded model {name!r}; known: {sorted(EMBEDDED_MODELS)}")
     spec = EMBEDDED_MODELS[name]
     directory = Path(directory) if directory is not None else ASSETS
     wpath, rpath = directory / spec.weights_file, directory / spec.record_file
     if not wpath.is_file() or not rpath.is_file():
-        raise FileNotFoundError(f"embedded model {name!r} is not installed: expected {wpath} and {rpath}")
-    try:
-        record = json.loads(rpath.read_text())
-        expected = record["sha256"]
-    except (ValueError, KeyError) as e:
-        raise ValueError(f"bad record for embedded model {name!r} at {rpath}: {e}") from None
-    actual = sha256_file(wpath)
+        raise AmedFileNotFoundError(f"embedded model {name!r} is not installed: expected {wpath} and {rpath}")
+    record = read_json_object(rpath, f"record of embedded model {name!r}")
+    expected = record.get("sha256")
+    if not isinstance(expected, str):
+        raise AmedValueError(f"bad record for embedded model {name!r} at {rpath}: no 'sha256' string")
+    blob, _ = read_safetensors(wpath, f"weights of embedded model {name!r}")
+    actual = hashlib.sha256(blob).hexdigest()
     if actual != expected:
-        raise ValueError(f"sha256 mismatch for {wpath}: record says {expected}, file has {actual} (corrupted asset?)")
-    from safetensors.torch import load_file
-
-    state = load_file(str(wpath))
+        raise AmedValueError(f"sha256 mismatch for {wpath}: record says {expected}, file has {actual} (corrupted asset?)")
+    state = load_safetensors(blob, str(wpath))
     mean_image = state.pop(MEAN_KEY, None)
     net = build_network(spec, sigma_data=record.get("sigma_data", spec.sigma_data))
     net.load_state_dict({k: v.float() for k, v in state.items()})

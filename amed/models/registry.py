@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, NamedTuple
 
+from .._io import open_regular
 from .base import Denoiser
 from .download import cached_path, default_cache_dir, fetch, read_sidecar
+from ..errors import AmedValueError
 
 __all__ = ["ModelSpec", "ModelRow", "MODELS", "load_model", "list_models", "detect_format", "is_text_to_image",
            "EDM_LICENSE", "CM_LICENSE"]
@@ -161,8 +163,8 @@ def detect_format(path) -> str:
     if path.is_dir():
         if (path / "model_index.json").exists() or (path / "unet" / "config.json").exists():
             return "diffusers"
-        raise ValueError(f"{path} is a folder but not a diffusers pipeline (no model_index.json / unet/config.json)")
-    with open(path, "rb") as f:
+        raise AmedValueError(f"{path} is a folder but not a diffusers pipeline (no model_index.json / unet/config.json)")
+    with open_regular(path, "checkpoint") as f:
         head = f.read(16)
     if head.startswith(b"PK\x03\x04"):
         return "torch"  # torch.save zip archive
@@ -170,7 +172,7 @@ def detect_format(path) -> str:
         return "torch"  # legacy torch.save: pickled magic number first
     if head[:1] == b"\x80" and 2 <= head[1] <= 5:
         return "edm-pickle"
-    raise ValueError(f"{path}: unrecognised checkpoint format (not an EDM pickle, torch.save file or diffusers folder)")
+    raise AmedValueError(f"{path}: unrecognised checkpoint format (not an EDM pickle, torch.save file or diffusers folder)")
 
 
 def is_text_to_image(name_or_path) -> bool:
@@ -208,7 +210,7 @@ def load_model(name_or_path, cache_dir=None, offline: bool | None = None, **kwar
     path = Path(key).expanduser()
     if not path.exists():
         known = sorted(embedded) + sorted(MODELS)
-        raise ValueError(f"unknown model {key!r}: not a registered name ({', '.join(known)}) nor an existing path")
+        raise AmedValueError(f"unknown model {key!r}: not a registered name ({', '.join(known)}) nor an existing path")
     fmt = detect_format(path)
     if fmt == "diffusers":
         return _load_sd(str(path), local_files_only=True, name=path.name, **kwargs)

@@ -13,12 +13,15 @@ from __future__ import annotations
 import collections
 import io
 import pickle
+import struct
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .edm import EDMDenoiser
+from .._io import open_regular
+from ..errors import AmedValueError, RefusedPickle
 
 __all__ = ["PersistentStub", "RestrictedUnpickler", "read_edm_pickle", "stub_state_dict", "load_edm_pickle"]
 
@@ -32,7 +35,7 @@ class PersistentStub:
 
     def __setstate__(self, state):  # BUILD of a pickled torch.nn.ModuleDict
         if not isinstance(state, dict):
-            raise pickle.UnpicklingError(f"unexpected {self.class_name} state of type {type(state).__name__}")
+            raise RefusedPickle(f"unexpected {self.class_name} state of type {type(state).__name__}")
         self.state = state
 
     def __repr__(self):
@@ -42,15 +45,15 @@ class PersistentStub:
 def _reconstruct_persistent_obj(meta):
     """Stand-in for EDM's reconstructor: check the record, keep class name and state, ignore module_src."""
     if not isinstance(meta, dict):
-        raise pickle.UnpicklingError(f"persistent object record must be a dict, got {type(meta).__name__}")
+        raise RefusedPickle(f"persistent object record must be a dict, got {type(meta).__name__}")
     if meta.get("type") != "class":
-        raise pickle.UnpicklingError(f"unsupported persistent object type {meta.get('type')!r} (expected 'class')")
+        raise RefusedPickle(f"unsupported persistent object type {meta.get('type')!r} (expected 'class')")
     if meta.get("version") != 6:
-        raise pickle.UnpicklingError(f"unsupported EDM persistence version {meta.get('version')!r} (expected 6)")
+        raise RefusedPickle(f"unsupported EDM persistence version {meta.get('version')!r} (expected 6)")
     class_name = meta.get("class_name")
     state = meta.get("state")
     if not isinstance(class_name, str) or not isinstance(state, dict):
-        raise pickle.UnpicklingError("persistent object record lacks a class_name string or a state dict")
+        raise RefusedPickle("persistent object record lacks a class_name string or a state dict")
     return PersistentStub(class_name, state)  # module_src is deliberately never looked at
 
 
@@ -62,14 +65,14 @@ class _ModuleDictStub(PersistentStub):
 def _numpy_scalar(dtype, data=None):
     """Decode numpy's pickled scalar (dtype, raw bytes) into a Python number."""
     if not isinstance(dtype, np.dtype) or dtype.hasobject or not isinstance(data, bytes):
-        raise pickle.UnpicklingError(f"refusing numpy scalar of dtype {dtype!r}")
+        raise RefusedPickle(f"refusing numpy scalar of dtype {dtype!r}")
     return np.frombuffer(data, dtype=dtype, count=1)[0].item()
 
 
 def _load_from_bytes(data):
     """One legacy-format storage, read by torch's own weights-only unpickler."""
     if not isinstance(data, (bytes, bytearray)):
-        raise pickle.UnpicklingError("storage payload is not bytes")
+        raise RefusedPickle("storage payload is not bytes")
     return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
 
@@ -94,27 +97,28 @@ class RestrictedUnpickler(pickle.Unpickler):
         try:
             return _ALLOWED[(module, name)]
         except KeyError:
-            raise pickle.UnpicklingError(
+            raise RefusedPickle(
                 f"refusing to load global {module}.{name}: not one of the globals an EDM snapshot uses "
                 "(nothing from the file was executed)"
             ) from None
 
     def persistent_load(self, pid):
-        raise pickle.UnpicklingError(f"refusing persistent id {pid!r}: EDM snapshots have none")
+        raise RefusedPickle(f"refusing persistent id {pid!r}: EDM snapshots have none")
 
 
 def read_edm_pickle(path) -> dict:
     """Unpickle an EDM snapshot with the restricted unpickler; returns the top-level dict of stubs."""
     path = Path(path)
-    with open(path, "rb") as f:
+    with open_regular(path, "EDM snapshot") as f:
         try:
             data = RestrictedUnpickler(f).load()
         except pickle.UnpicklingError as exc:
-            raise pickle.UnpicklingError(f"{path}: {exc}") from exc
-        except (EOFError, ValueError, TypeError, AttributeError, IndexError) as exc:
-            raise pickle.UnpicklingError(f"{path}: not a readable EDM snapshot ({type(exc).__name__}: {exc})") from exc
+            raise RefusedPickle(f"{path}: {exc}") from exc
+        except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, RuntimeError, OverflowError,
+                struct.error) as exc:
+            raise RefusedPickle(f"{path}: not a readable EDM snapshot ({type(exc).__name__}: {exc})") from exc
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: an EDM snapshot is a dict, got {type(data).__name__}")
+        raise AmedValueError(f"{path}: an EDM snapshot is a dict, got {type(data).__name__}")
     return data
 
 
@@ -127,7 +131,7 @@ def stub_state_dict(stub: PersistentStub, prefix: str = "") -> collections.Order
 
 def _walk(stub, prefix, out):
     if not isinstance(stub, PersistentStub):
-        raise ValueError(f"expected a module at {prefix or '<root>'!r}, got {type(stub).__name__}")
+        raise AmedValueError(f"expected a module at {prefix or '<root>'!r}, got {type(stub).__name__}")
     state = stub.state
     for name, value in (state.get("_parameters") or {}).items():
         if value is not None:
@@ -147,14 +151,14 @@ def load_edm_pickle(path, *, name: str | None = None, source: str = "", license:
     path = Path(path)
     data = read_edm_pickle(path)
     if "ema" not in data:
-        raise ValueError(f"{path}: EDM snapshot has no 'ema' entry (keys: {sorted(map(str, data))})")
+        raise AmedValueError(f"{path}: EDM snapshot has no 'ema' entry (keys: {sorted(map(str, data))})")
     ema = data["ema"]
     if not isinstance(ema, PersistentStub) or ema.class_name != "EDMPrecond":
         got = ema.class_name if isinstance(ema, PersistentStub) else type(ema).__name__
-        raise ValueError(f"{path}: 'ema' is {got!r}; only EDMPrecond snapshots (edm-*.pkl) are supported")
+        raise AmedValueError(f"{path}: 'ema' is {got!r}; only EDMPrecond snapshots (edm-*.pkl) are supported")
     init_kwargs = ema.state.get("_init_kwargs")
     if not isinstance(init_kwargs, dict):
-        raise ValueError(f"{path}: the EDMPrecond record has no _init_kwargs dict")
+        raise AmedValueError(f"{path}: the EDMPrecond record has no _init_kwargs dict")
     config = dict(init_kwargs)
     for key in ("sigma_data",):  # plain attributes override constructor defaults
         if key in ema.state and key not in config:
@@ -162,7 +166,7 @@ def load_edm_pickle(path, *, name: str | None = None, source: str = "", license:
     model = ema.state.get("_modules", {}).get("model")
     model_type = config.get("model_type", "DhariwalUNet")
     if isinstance(model, PersistentStub) and model.class_name != model_type:
-        raise ValueError(f"{path}: _init_kwargs says model_type {model_type!r} but the network is {model.class_name!r}")
+        raise AmedValueError(f"{path}: _init_kwargs says model_type {model_type!r} but the network is {model.class_name!r}")
     state = stub_state_dict(ema)
 
     with torch.device("meta"):
@@ -178,19 +182,19 @@ def load_state_dict_checked(module: torch.nn.Module, state: dict, what: str) -> 
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     if missing or unexpected:
-        raise ValueError(f"{what}: state dict does not match the network: missing keys {missing[:5]}"
+        raise AmedValueError(f"{what}: state dict does not match the network: missing keys {missing[:5]}"
                          f"{' ...' if len(missing) > 5 else ''}, unexpected keys {unexpected[:5]}"
                          f"{' ...' if len(unexpected) > 5 else ''}")
     fixed = {}
     for key, ref in expected.items():
         value = state[key]
         if not isinstance(value, torch.Tensor):
-            raise ValueError(f"{what}: entry {key!r} is a {type(value).__name__}, not a tensor")
+            raise AmedValueError(f"{what}: entry {key!r} is a {type(value).__name__}, not a tensor")
         if tuple(value.shape) != tuple(ref.shape):
-            raise ValueError(f"{what}: shape mismatch for {key!r}: file has {tuple(value.shape)}, "
+            raise AmedValueError(f"{what}: shape mismatch for {key!r}: file has {tuple(value.shape)}, "
                              f"network expects {tuple(ref.shape)}")
         fixed[key] = value.to(torch.float32) if value.is_floating_point() else value
     module.load_state_dict(fixed, strict=True, assign=True)
     leftover = [n for n, t in list(module.named_parameters()) + list(module.named_buffers()) if t.is_meta]
     if leftover:
-        raise ValueError(f"{what}: tensors left uninitialised after loading: {leftover[:5]}")
+        raise AmedValueError(f"{what}: tensors left uninitialised after loading: {leftover[:5]}")

@@ -28,6 +28,8 @@ from pathlib import Path
 import torch
 
 from .base import Denoiser, ModelInfo
+from .._io import open_regular_text
+from ..errors import AmedOSError, AmedValueError, MissingDependency
 
 __all__ = ["SD_REPOS", "DEFAULT_SD_REPO", "COCO_CAPTIONS_URL", "SD_LICENSE", "SDDenoiser", "load_sd",
            "vp_sigmas", "sigma_to_t", "read_captions", "coco_captions", "caption_index"]
@@ -84,7 +86,7 @@ def caption_index(seed: int, num_captions: int) -> int:
         return seed
     if seed >= TRAIN_SEED_BASE and n > 0:
         return _splitmix64(seed) % n
-    raise ValueError(f"seed {seed!r} has no caption: the captions list has {n} entries "
+    raise AmedValueError(f"seed {seed!r} has no caption: the captions list has {n} entries "
                      f"(evaluation seeds 0..{n - 1}, training seeds >= {TRAIN_SEED_BASE})")
 
 
@@ -134,10 +136,10 @@ class SDDenoiser(Denoiser):
         if prompts is not None:
             prompts = [prompts] * len(seeds) if isinstance(prompts, str) else list(prompts)
             if len(prompts) != len(seeds):
-                raise ValueError(f"got {len(prompts)} prompts for {len(seeds)} seeds")
+                raise AmedValueError(f"got {len(prompts)} prompts for {len(seeds)} seeds")
             return prompts
         if self.captions is None:
-            raise ValueError(f"{self.info.name}: no prompts given and no captions list bound (see coco_captions())")
+            raise AmedValueError(f"{self.info.name}: no prompts given and no captions list bound (see coco_captions())")
         return [self.captions[caption_index(int(s), len(self.captions))] for s in seeds]
 
     @contextlib.contextmanager
@@ -163,10 +165,10 @@ class SDDenoiser(Denoiser):
 
     def denoise(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         if self._cond is None:
-            raise ValueError(f"{self.info.name} needs prompts: wrap calls in `with model.condition(seeds):`")
+            raise AmedValueError(f"{self.info.name} needs prompts: wrap calls in `with model.condition(seeds):`")
         batch = x.shape[0]
         if self._cond.shape[0] != batch:
-            raise ValueError(f"{self._cond.shape[0]} prompts are bound but the batch has {batch} samples")
+            raise AmedValueError(f"{self._cond.shape[0]} prompts are bound but the batch has {batch} samples")
         dtype = self.unet.dtype
         x = x.to(torch.float32)
         sigma = sigma.to(device=x.device, dtype=torch.float32)
@@ -188,7 +190,7 @@ class SDDenoiser(Denoiser):
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """VAE-decode denoised latents to images in [-1, 1] (float32, NCHW)."""
         if self.vae is None:
-            raise ValueError(f"{self.info.name} was loaded without a VAE")
+            raise AmedValueError(f"{self.info.name} was loaded without a VAE")
         z = (latents / self.scaling_factor).to(device=next(self.vae.parameters()).device, dtype=self.vae.dtype)
         return self.vae.decode(z).sample.to(torch.float32).clamp(-1, 1)
 
@@ -219,9 +221,9 @@ def load_sd(path_or_repo: str = DEFAULT_SD_REPO, *, local_files_only: bool | Non
         from transformers import CLIPTextModel, CLIPTokenizer
         UNet2DConditionModel.__name__  # diffusers' lazy import fails here, e.g. on a mismatched torchvision
     except ImportError as exc:
-        raise ImportError("Stable Diffusion needs the optional dependencies: pip install 'amed[sd]'") from exc
+        raise MissingDependency("Stable Diffusion needs the optional dependencies: pip install 'amed[sd]'") from exc
     except RuntimeError as exc:
-        raise ImportError(f"diffusers/transformers failed to import (a torchvision build that does not match "
+        raise MissingDependency(f"diffusers/transformers failed to import (a torchvision build that does not match "
                           f"torch is a common cause): {exc}") from exc
 
     repo = SD_REPOS.get(str(path_or_repo), str(path_or_repo))
@@ -237,7 +239,7 @@ def load_sd(path_or_repo: str = DEFAULT_SD_REPO, *, local_files_only: bool | Non
         alphas_cumprod = _scheduler_alphas_cumprod(repo, **kw)
     except (OSError, ValueError) as exc:
         hint = " (offline: is it in the Hugging Face cache?)" if local_files_only else ""
-        raise OSError(f"cannot load Stable Diffusion from {repo!r}{hint}: {exc}") from exc
+        raise AmedOSError(f"cannot load Stable Diffusion from {repo!r}{hint}: {exc}") from exc
     net = SDDenoiser(unet, vae, text_encoder, tokenizer, alphas_cumprod, guidance_scale=guidance_scale,
                      captions=captions, name=name or str(path_or_repo), source=repo)
     net = net.eval().requires_grad_(False)
@@ -246,11 +248,14 @@ def load_sd(path_or_repo: str = DEFAULT_SD_REPO, *, local_files_only: bool | Non
 
 def read_captions(path, column: str = "text") -> list[str]:
     """Prompts from a captions CSV (the MS-COCO val2014 30k file uses the ``text`` column)."""
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames is None or column not in reader.fieldnames:
-            raise ValueError(f"{path}: no {column!r} column (columns: {reader.fieldnames})")
-        return [row[column] for row in reader]
+    try:
+        with open_regular_text(path, "captions CSV") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames is None or column not in reader.fieldnames:
+                raise AmedValueError(f"{path}: no {column!r} column (columns: {reader.fieldnames})")
+            return [row[column] for row in reader]
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise AmedValueError(f"captions CSV {str(path)!r} is not a UTF-8 CSV file ({e})") from None
 
 
 def coco_captions(cache_dir=None, *, offline: bool = False) -> list[str]:

@@ -27,6 +27,7 @@ import torch
 
 from .._io import atomic_write_bytes
 from .embedded import MEAN_KEY, SPECS, build_network
+from ..errors import AmedValueError
 
 __all__ = ["load_dataset", "train_denoiser", "train_classifier", "main"]
 
@@ -50,7 +51,7 @@ def load_dataset(name: str, seed: int = 0, n_patches: int = 20000) -> np.ndarray
             r, c = rng.integers(0, im.shape[0] - 8), rng.integers(0, im.shape[1] - 8)
             out[i] = im[r:r + 8, c:c + 8].transpose(2, 0, 1) / 127.5 - 1.0
         return out
-    raise ValueError(f"unknown dataset {name!r}; expected 'digits' or 'patches'")
+    raise AmedValueError(f"unknown dataset {name!r}; expected 'digits' or 'patches'")
 
 
 def digits_split(seed: int = 0, n_test: int = 360):
