@@ -411,7 +411,7 @@ def plot_training_curves(runs: Sequence[tuple[str, dict]], png: str | Path, csv_
     plt = _plt()
     rows = training_curve_rows(runs)
     if not rows:
-        raise ValueError("plot_training_curves: no predictor has a validation record (train with holdout > 0)")
+        raise AmedValueError("plot_training_curves: no predictor has a validation record (train with holdout > 0)")
     panels = list(dict.fromkeys((r["solver"], r["nfe"]) for r in rows))
     cols = min(4, len(panels))
     fig, axes = plt.subplots(-(-len(panels) // cols), cols, figsize=(4.2 * cols, 3.4 * -(-len(panels) // cols)),

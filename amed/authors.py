@@ -29,6 +29,7 @@ import torch
 from ._io import sha256_file
 from .models.safe_pickle import PersistentStub, RestrictedUnpickler, _load_from_bytes, stub_state_dict
 from .predictor import AMEDConfig, AMEDPredictor
+from .errors import AmedValueError
 
 __all__ = ["DATASET_MODELS", "is_authors_snapshot", "read_authors_snapshot", "authors_settings", "authors_config",
            "load_authors_predictor", "import_authors_predictor"]
@@ -196,21 +197,21 @@ def _unpickle(path: Path) -> dict:
         if blob.startswith(b"PK\x03\x04"):
             data = _load_archive(path, blob)
         elif blob.startswith(b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"):
-            raise ValueError("a legacy (pre-1.6) torch.save file; only persistence pickles and torch.save zip "
+            raise AmedValueError("a legacy (pre-1.6) torch.save file; only persistence pickles and torch.save zip "
                              "archives are read")
         elif blob[:1] == b"\x80" and 2 <= blob[1] <= 5:
             data = _SnapshotUnpickler(io.BytesIO(blob)).load()
         else:
-            raise ValueError("neither a pickle nor a torch.save archive")
+            raise AmedValueError("neither a pickle nor a torch.save archive")
     except pickle.UnpicklingError as exc:
-        raise ValueError(f"{path.name}: refused: {_first_line(exc)}") from None
+        raise AmedValueError(f"{path.name}: refused: {_first_line(exc)}") from None
     except ValueError as exc:
-        raise ValueError(f"{path.name}: {_first_line(exc)}") from None
+        raise AmedValueError(f"{path.name}: {_first_line(exc)}") from None
     except (EOFError, TypeError, AttributeError, IndexError, KeyError, RuntimeError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"{path.name}: not a readable predictor snapshot ({type(exc).__name__}: "
+        raise AmedValueError(f"{path.name}: not a readable predictor snapshot ({type(exc).__name__}: "
                          f"{_first_line(exc)})") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path.name}: a predictor snapshot is a dict, got {type(data).__name__}")
+        raise AmedValueError(f"{path.name}: a predictor snapshot is a dict, got {type(data).__name__}")
     return data
 
 
@@ -219,13 +220,13 @@ def _load_archive(path: Path, blob: bytes):
         names = archive.namelist()
         pkl = [n for n in names if n.endswith("/data.pkl") and n.count("/") == 1]
         if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
-            raise ValueError("a TorchScript archive; refusing it (loading it would run TorchScript code)")
+            raise AmedValueError("a TorchScript archive; refusing it (loading it would run TorchScript code)")
         if len(pkl) != 1:
-            raise ValueError("not a torch.save archive (no single <name>/data.pkl record)")
+            raise AmedValueError("not a torch.save archive (no single <name>/data.pkl record)")
         prefix = pkl[0][: -len("data.pkl")]
         order = prefix + "byteorder"
         if order in names and archive.read(order).strip() not in (b"little",):
-            raise ValueError("a big-endian torch.save archive; only little-endian files are read")
+            raise AmedValueError("a big-endian torch.save archive; only little-endian files are read")
         return _ArchiveUnpickler(io.BytesIO(archive.read(pkl[0])), archive, prefix).load()
 
 
@@ -286,7 +287,7 @@ def _stub(data: dict, key: str, class_name: str, path: Path, required: bool):
     if not isinstance(value, PersistentStub) or value.class_name != class_name:
         got = value.class_name if isinstance(value, PersistentStub) else type(value).__name__
         what = "has no" if key not in data else f"holds {got!r} under"
-        raise ValueError(f"{path.name}: the snapshot {what} '{key}'; expected the authors' {class_name}")
+        raise AmedValueError(f"{path.name}: the snapshot {what} '{key}'; expected the authors' {class_name}")
     return value
 
 
@@ -346,7 +347,7 @@ def authors_settings(sources: list, path: Path) -> tuple[dict, dict]:
             if key == "run":
                 continue
             if key in merged and not _same(merged[key], value):
-                raise ValueError(f"{path.name}: {key} conflicts: {origin[key]} says {merged[key]!r} but {where} "
+                raise AmedValueError(f"{path.name}: {key} conflicts: {origin[key]} says {merged[key]!r} but {where} "
                                  f"says {value!r}")
             if key not in merged:
                 merged[key], origin[key] = value, where
@@ -372,14 +373,14 @@ def _solver(kind: str, field: str, theirs: dict, name: str):
     their = theirs[field]
     allowed = _STUDENTS if kind == "student" else _TEACHERS
     if their not in allowed:
-        raise ValueError(f"{name}: {field}={their!r} cannot be mapped: their {kind} solvers are {list(allowed)}")
+        raise AmedValueError(f"{name}: {field}={their!r} cannot be mapped: their {kind} solvers are {list(allowed)}")
     if their in ("ipndm", "dpmpp"):
         if "max_order" not in theirs or theirs["max_order"] is None:
             return (_Missing("max_order") if their == "dpmpp" else "ipndm"), _Missing("max_order")
         mo = theirs["max_order"]
         top = 4 if their == "ipndm" else 3
         if isinstance(mo, bool) or not isinstance(mo, int) or not 1 <= mo <= top:
-            raise ValueError(f"{name}: max_order={mo!r} cannot be mapped: {their} takes 1..{top}")
+            raise AmedValueError(f"{name}: max_order={mo!r} cannot be mapped: {their} takes 1..{top}")
         if their == "ipndm":
             return "ipndm", {"max_order": mo}
         opts = {"max_order": mo}
@@ -401,14 +402,14 @@ def _model(theirs: dict, given, name: str):
     allowed = DATASET_MODELS.get(dataset) or ((dataset,) if _is_project_model(dataset) else None)
     if allowed:
         if given is not None and given not in allowed:
-            raise ValueError(f"{name}: trained on dataset_name={dataset!r} (model {' or '.join(map(repr, allowed))}), "
+            raise AmedValueError(f"{name}: trained on dataset_name={dataset!r} (model {' or '.join(map(repr, allowed))}), "
                              f"got model={given!r}")
         return given if given is not None else allowed[0]
     if given is not None:
         return given
     if dataset in _NOT_HERE:
-        raise ValueError(f"{name}: dataset_name={dataset!r} cannot be mapped: {_NOT_HERE[dataset]}")
-    raise ValueError(f"{name}: dataset_name={dataset!r} cannot be mapped to a model here (known: "
+        raise AmedValueError(f"{name}: dataset_name={dataset!r} cannot be mapped: {_NOT_HERE[dataset]}")
+    raise AmedValueError(f"{name}: dataset_name={dataset!r} cannot be mapped to a model here (known: "
                      f"{', '.join(DATASET_MODELS)}); pass model=NAME (--model) if you have an adapter for it")
 
 
@@ -425,7 +426,7 @@ def _scales(theirs: dict, name: str) -> tuple:
     if "scale_dir" in theirs:
         sd = theirs["scale_dir"]
         if isinstance(st, bool):
-            raise ValueError(f"{name}: scale_time={st!r} is a flag of the first release, but scale_dir={sd!r} "
+            raise AmedValueError(f"{name}: scale_time={st!r} is a flag of the first release, but scale_dir={sd!r} "
                              f"is a range of the later one")
     else:  # first release (87fb889): no scale_dir attribute
         x0_dpmpp = theirs.get("sampler_stu") == "dpmpp" and bool(theirs.get("predict_x0", True))
@@ -436,7 +437,7 @@ def _scales(theirs: dict, name: str) -> tuple:
         if isinstance(v, _Missing):
             continue
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v < 1.0:
-            raise ValueError(f"{name}: {field}={v!r} cannot be mapped: this project's heads take ranges in [0, 1)")
+            raise AmedValueError(f"{name}: {field}={v!r} cannot be mapped: this project's heads take ranges in [0, 1)")
     return (sd if isinstance(sd, _Missing) else float(sd)), (st if isinstance(st, _Missing) else float(st))
 
 
@@ -445,7 +446,7 @@ def _schedule(theirs: dict, model, name: str):
         return _Missing("schedule_type"), _Missing("schedule_rho")
     sched = theirs["schedule_type"]
     if sched not in ("polynomial", "logsnr", "time_uniform", "discrete"):
-        raise ValueError(f"{name}: schedule_type={sched!r} cannot be mapped: their schedules are polynomial, "
+        raise AmedValueError(f"{name}: schedule_type={sched!r} cannot be mapped: their schedules are polynomial, "
                          f"logsnr, time_uniform, discrete")
     if sched == "logsnr":
         return sched, None
@@ -454,14 +455,14 @@ def _schedule(theirs: dict, model, name: str):
         rho = _Missing("schedule_rho")
     if not isinstance(rho, _Missing):
         if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not rho > 0:
-            raise ValueError(f"{name}: schedule_rho={rho!r} cannot be mapped: it must be a positive number")
+            raise AmedValueError(f"{name}: schedule_rho={rho!r} cannot be mapped: it must be a positive number")
         rho = float(rho)
     if sched == "discrete":
         if isinstance(model, str) and model not in _SD_MODELS:
-            raise ValueError(f"{name}: schedule_type='discrete' cannot be mapped for model {model!r}: this project's "
+            raise AmedValueError(f"{name}: schedule_type='discrete' cannot be mapped for model {model!r}: this project's "
                              f"discrete schedule uses Stable Diffusion's DDPM table ({', '.join(_SD_MODELS)})")
         if not isinstance(rho, _Missing) and rho != 1.0:
-            raise ValueError(f"{name}: schedule_rho={rho!r} cannot be mapped with schedule_type='discrete': their "
+            raise AmedValueError(f"{name}: schedule_rho={rho!r} cannot be mapped with schedule_type='discrete': their "
                              f"discrete grid is only right for rho=1 (authors-code.md Sec. 5)")
     return sched, rho
 
@@ -477,7 +478,7 @@ def _guidance(theirs: dict, name: str):
         if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
             return _Missing("guidance_rate")
         return float(w)
-    raise ValueError(f"{name}: guidance_type={kind!r} cannot be mapped: this project binds classifier-free "
+    raise AmedValueError(f"{name}: guidance_type={kind!r} cannot be mapped: this project binds classifier-free "
                      f"guidance ('cfg') only (their 'cg' is ADM classifier guidance, 'uncond' the LDM bedroom)")
 
 
@@ -486,14 +487,14 @@ def _nfe(theirs: dict, name: str):
     if n is None:
         return _Missing("num_steps"), (_Missing("afs") if afs is None else bool(afs))
     if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-        raise ValueError(f"{name}: num_steps={n!r} cannot be mapped: a run needs at least 2 time points")
+        raise AmedValueError(f"{name}: num_steps={n!r} cannot be mapped: a run needs at least 2 time points")
     if afs is None:
         return _Missing("afs"), _Missing("afs")
     nfe = 2 * (n - 1) - int(bool(afs))
     if "nfe" in theirs:  # the run name's NFE (doubled for Stable Diffusion's CFG, as their train.py counts)
         named = nfe * (2 if theirs.get("dataset_name") == "ms_coco" else 1)
         if theirs["nfe"] != named:
-            raise ValueError(f"{name}: the run name says NFE={theirs['nfe']} but num_steps={n}, afs={bool(afs)} give "
+            raise AmedValueError(f"{name}: the run name says NFE={theirs['nfe']} but num_steps={n}, afs={bool(afs)} give "
                              f"NFE={named}")
     return nfe, bool(afs)
 
@@ -515,7 +516,7 @@ def _sigmas(theirs: dict, name: str):
         if v is None:
             out.append(_Missing(field))
         elif isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-            raise ValueError(f"{name}: {field}={v!r} cannot be mapped: it must be a positive finite number")
+            raise AmedValueError(f"{name}: {field}={v!r} cannot be mapped: it must be a positive finite number")
         else:
             out.append(float(v))
     return tuple(out)
@@ -536,7 +537,7 @@ def authors_config(snapshot: dict, path, **given) -> tuple[AMEDConfig, dict]:
     if "img_resolution" in theirs and theirs.get("dataset_name") in _SHAPES:
         want = _SHAPES[theirs["dataset_name"]][-1]
         if theirs["img_resolution"] != want:
-            raise ValueError(f"{name}: img_resolution={theirs['img_resolution']!r} conflicts with dataset_name="
+            raise AmedValueError(f"{name}: img_resolution={theirs['img_resolution']!r} conflicts with dataset_name="
                              f"{theirs['dataset_name']!r} (resolution {want})")
     shape = _SHAPES.get(theirs.get("dataset_name"))
     if shape is None and isinstance(model, str):  # a paper model named by the caller
@@ -551,7 +552,7 @@ def authors_config(snapshot: dict, path, **given) -> tuple[AMEDConfig, dict]:
     scale_dir, scale_time = _scales(theirs, name)
     M = theirs.get("M", _Missing("M"))
     if not isinstance(M, _Missing) and (isinstance(M, bool) or not isinstance(M, int) or M < 0):
-        raise ValueError(f"{name}: M={M!r} cannot be mapped: it must be a non-negative integer")
+        raise AmedValueError(f"{name}: M={M!r} cannot be mapped: it must be a non-negative integer")
     mapped = dict(model=model, solver=solver, nfe=nfe, schedule=schedule, rho=rho, afs=afs, sigma_min=sigma_min,
                   sigma_max=sigma_max, scale_dir=scale_dir, scale_time=scale_time, solver_options=options,
                   teacher=teacher, teacher_options=teacher_options, M=M, guidance=_guidance(theirs, name), shape=shape)
@@ -562,16 +563,16 @@ def authors_config(snapshot: dict, path, **given) -> tuple[AMEDConfig, dict]:
         if isinstance(have, _Missing):
             mapped[key] = value
         elif have is not None and not _same_setting(have, value):
-            raise ValueError(f"{name}: the snapshot says {key}={have!r}, got {key}={value!r} "
+            raise AmedValueError(f"{name}: the snapshot says {key}={have!r}, got {key}={value!r} "
                              f"(leave {key} unset to use the snapshot's setting)")
         elif have is None and key in ("rho", "guidance", "shape") and value is not None:
             if key == "shape":
                 mapped[key] = value  # not recorded for this model; the caller may state it
             else:
-                raise ValueError(f"{name}: the snapshot says {key}=None, got {key}={value!r}")
+                raise AmedValueError(f"{name}: the snapshot says {key}=None, got {key}={value!r}")
     for key, value in mapped.items():
         if isinstance(value, _Missing):
-            raise ValueError(f"{name}: the snapshot does not record {value.what}; pass {key}=... ({FLAGS[key]})")
+            raise AmedValueError(f"{name}: the snapshot does not record {value.what}; pass {key}=... ({FLAGS[key]})")
     if snapshot.get("loss_grid") is not None:
         _check_grid(snapshot["loss_grid"], mapped, name)
     cfg = AMEDConfig(solver=mapped["solver"], nfe=mapped["nfe"], schedule=mapped["schedule"], rho=mapped["rho"],
@@ -600,7 +601,7 @@ def _check_grid(grid: torch.Tensor, mapped: dict, name: str) -> None:
     if grid.shape != ours.shape or not torch.allclose(grid, ours, rtol=1e-3, atol=0.0):
         got = ", ".join(f"{v:.5g}" for v in grid.tolist()[:8])
         want = ", ".join(f"{v:.5g}" for v in ours.tolist()[:8])
-        raise ValueError(f"{name}: the pickled student grid loss_fn.t_steps [{got}] is not this project's "
+        raise AmedValueError(f"{name}: the pickled student grid loss_fn.t_steps [{got}] is not this project's "
                          f"{mapped['schedule']} grid [{want}]")
 
 
@@ -610,7 +611,7 @@ def _check_architecture(arch: dict, name: str) -> None:
             "map_noise.max_positions": 10000, "map_noise.endpoint": True}
     for key, value in arch.items():
         if key in want and not _same(value, want[key]):
-            raise ValueError(f"{name}: {key}={value!r} cannot be mapped: this project's predictor has "
+            raise AmedValueError(f"{name}: {key}={value!r} cannot be mapped: this project's predictor has "
                              f"{key}={want[key]!r} (the only shape the authors trained)")
 
 
@@ -633,16 +634,16 @@ def load_authors_predictor(path, *, model: str | None = None, sigma_min: float |
     expected = pred.state_dict()
     missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     if missing or extra:
-        raise ValueError(f"{path.name}: the weights do not fit scale_dir={cfg.scale_dir:g}, "
+        raise AmedValueError(f"{path.name}: the weights do not fit scale_dir={cfg.scale_dir:g}, "
                          f"scale_time={cfg.scale_time:g}: missing {missing}, unexpected {extra}")
     fixed = {}
     for key, ref in expected.items():
         value = state[key]
         if not isinstance(value, torch.Tensor) or tuple(value.shape) != tuple(ref.shape):
             got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-            raise ValueError(f"{path.name}: {key} has shape {got}, the predictor expects {tuple(ref.shape)}")
+            raise AmedValueError(f"{path.name}: {key} has shape {got}, the predictor expects {tuple(ref.shape)}")
         if not value.is_floating_point() or not bool(torch.isfinite(value).all()):
-            raise ValueError(f"{path.name}: {key} is not a finite floating-point tensor")
+            raise AmedValueError(f"{path.name}: {key} is not a finite floating-point tensor")
         fixed[key] = value.to(ref.dtype)
     pred.load_state_dict(fixed)
     pred.source = {"format": "authors-snapshot", "file": path.name, "run": path.parent.name, "sha256": snap["sha256"],

