@@ -47,7 +47,7 @@ report: "workflow/report/workflow.rst"
 
 
 onstart:
-    print(grid.format_cache_plan(grid.teacher_cache_plan(config)), file=sys.stderr)
+    print(grid.format_cache_plan(grid.teacher_cache_plan(config), config), file=sys.stderr)
 
 
 wildcard_constraints:

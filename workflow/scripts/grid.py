@@ -445,14 +445,20 @@ def teacher_cache_plan(config) -> list[dict]:
     return out
 
 
-def format_cache_plan(rows: list[dict]) -> str:
-    """The cache plan as lines: each cache, then the total."""
+def format_cache_plan(rows: list[dict], config) -> str:
+    """The cache plan as lines: each cache, then the totals for `all` (Table 2's caches) and for `paper`."""
     def human(b):
-        return "unknown (model shape not known before loading)" if b is None else \
-            next(f"{b / k:.1f} {u}" for k, u in ((1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1, "B"))
-                 if b >= k or k == 1)
-    lines = [f"teacher caches: {len(rows)}, {human(sum(r['bytes'] or 0 for r in rows))} in total"
-             + (" (+ caches of unknown size)" if any(r["bytes"] is None for r in rows) else "")]
+        if b is None:
+            return "unknown (model shape not known before loading)"
+        return next(f"{b / k:.1f} {u}" for k, u in ((1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB"))
+                    if b >= k) if b >= 1024 else f"{b} B"
+
+    table2 = {f"results/{ds}/teacher/{k}/" for ds, d in config["datasets"].items() if d["table2"] for k in d["methods"]}
+    t2 = [r for r in rows if any(r["cache"].startswith(p) for p in table2)]
+    unknown = " (+ caches of unknown size)" if any(r["bytes"] is None for r in rows) else ""
+    lines = [f"teacher caches: {len(t2)} for Table 2 (`all`), {human(sum(r['bytes'] or 0 for r in t2))}; "
+             f"{len(rows)} for every table of this config (`paper`), {human(sum(r['bytes'] or 0 for r in rows))}"
+             f"{unknown}"]
     lines += [f"  {r['cache']}: {r['trajectories']} trajectories x {r['points']} points x "
               f"{'x'.join(map(str, r['shape'])) if r['shape'] else '?'} {r['dtype']} = {human(r['bytes'])}"
               for r in rows]
