@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ._io import atomic_write_bytes, sha256_file
+from .schedules import explicit_grid
 
 __all__ = ["AMEDConfig", "AMEDPredictor", "ConstantPredictor", "load_predictor", "sha256_file", "atomic_write_bytes"]
 
@@ -39,6 +40,7 @@ class AMEDConfig:
     nfe: int = 5
     schedule: str = "time_uniform"
     rho: float | None = 1.0
+    grid: list | None = None  # the student times when schedule == "explicit" (e.g. a GITS grid)
     afs: bool = True
     sigma_min: float = 0.002
     sigma_max: float = 80.0
@@ -70,6 +72,16 @@ class AMEDConfig:
             raise ValueError(f"NFE must be a positive integer, got {self.nfe!r}")
         if not isinstance(self.M, int) or self.M < 0:
             raise ValueError(f"M (teacher points per interval) must be a non-negative integer, got {self.M!r}")
+        if self.schedule == "explicit" or self.grid is not None:
+            if self.schedule != "explicit":
+                raise ValueError(f"a grid goes with schedule='explicit', got schedule={self.schedule!r}")
+            if self.grid is None:
+                raise ValueError("schedule='explicit' needs the grid (a list of times)")
+            self.grid = [float(t) for t in explicit_grid(self.grid, what="the AMED student grid").tolist()]
+            if len(self.grid) != self.num_points:
+                raise ValueError(f"NFE={self.nfe} with afs={self.afs} needs {self.num_points} student times, "
+                                 f"the grid has {len(self.grid)}: {self.grid}")
+            self.rho, self.sigma_max, self.sigma_min = None, self.grid[0], self.grid[-1]  # the grid decides
 
     @property
     def plugin(self) -> bool:
