@@ -12,6 +12,8 @@ from .solvers import SOLVERS, make_solver
 from .predictor import AMEDConfig, AMEDPredictor, load_predictor
 from .training import train_predictor
 from .plugin import amed_coefficients
+from .gridfile import load_grid
+from .gits import search_schedule
 
 __version__ = "0.1.0"
 
@@ -20,6 +22,7 @@ __all__ = [
     "SCHEDULES", "get_schedule", "refine_schedule", "teacher_indices",
     "SOLVERS", "make_solver",
     "AMEDConfig", "AMEDPredictor", "load_predictor", "train_predictor", "amed_coefficients", "load_model",
+    "search_schedule", "load_grid",
 ]
 
 
