@@ -24,16 +24,20 @@ predictor starts), c = a = 1, i.e. DPM-Solver-2 for AMED-Solver and two sub-step
 plugin, with the teacher's evaluation at t_i as the only history. That costs one network call per (i, j)
 pair and sample, but prices an interval as the two-evaluation step it is (an Euler jump would price it as
 one first-order step and favour shorter intervals than a second-order step needs). AMED's own AFS (an
-analytical first evaluation inside the first interval) inserts no point. Under AFS every jump from index 0
-starts along the analytical direction x / sqrt(1 + t^2), as in the authors' cost matrix (their teacher's
-first stored direction is the AFS one).
+analytical first evaluation inside the first interval) inserts no point; under it every AMED jump from
+index 0 starts along the analytical direction x / sqrt(1 + t^2), as the first interval does.
 
 Differences from the authors' code, on purpose: the noise is per seed (seeds disjoint from evaluation and
 training seeds); the cost is averaged over all warm-up samples (their first release kept only the last
 batch, fixed in e48659e); the teacher never uses AFS (theirs inherits the student's AFS flag for its first
 step); the AFS point is chosen on all warm-up samples (theirs: on the last batch); under baseline AFS the
-DP's first jump must skip at least one fine point, so that the free step has room (theirs silently
-returns a grid one point short).
+DP's first jump must skip at least one fine point, so that the free step has room. Their teacher inherits
+the AFS flag, so under AFS their first stored direction is the analytical one and C[0][1] = 0 exactly (the
+jump reproduces the teacher's own first step), which invites a first DP point at index 1; that leaves no
+room for the free step, and their loop then keeps a grid one point short of the NFE it reports (found by
+reading the code, not by running it). Here a baseline's cost
+matrix under AFS is the one without (the network's direction at x_T): the DP prices the first real step,
+and the free step before it is chosen by running the solver, as theirs is.
 """
 
 from __future__ import annotations
@@ -181,20 +185,21 @@ def _amed_jumps(denoiser, solver: str, solver_options: dict, nfe: int, afs: bool
 
 @torch.no_grad()
 def cost_matrix(denoiser, shape, fine: Tensor, seeds: list[int], *, metric: str = "dev", jump: str = "euler",
-                afs: bool = False, teacher: str = "ipndm", teacher_options: dict | None = None,
-                amed_solver: tuple[str, dict, int] | None = None, batch: int = 256,
+                afs_first: bool = False, teacher: str = "ipndm", teacher_options: dict | None = None,
+                amed_solver: tuple[str, dict, int, bool] | None = None, batch: int = 256,
                 device="cpu") -> tuple[np.ndarray, Tensor]:
     """GITS steps 1-2: the mean cost C[i][j] (i < j; +inf elsewhere) over the warm-up seeds, and the
     teacher's final states [len(seeds), ...] (for the AFS choice).
 
-    ``jump="amed"`` needs ``amed_solver = (solver, solver_options, nfe)`` of the AMED student.
+    ``afs_first``: jumps from index 0 start along the analytical direction (AMED's AFS). ``jump="amed"``
+    needs ``amed_solver = (solver, solver_options, nfe, afs)`` of the AMED student.
     """
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; choose one of {list(METRICS)}")
     if jump not in JUMPS:
         raise ValueError(f"unknown jump {jump!r}; choose one of {list(JUMPS)}")
     if jump == "amed" and amed_solver is None:
-        raise ValueError("jump='amed' needs the AMED student's (solver, solver_options, nfe)")
+        raise ValueError("jump='amed' needs the AMED student's (solver, solver_options, nfe, afs)")
     n = fine.numel()
     t = fine.to(device)
     total = torch.zeros(n, n, dtype=torch.float64, device=device)
@@ -210,7 +215,7 @@ def cost_matrix(denoiser, shape, fine: Tensor, seeds: list[int], *, metric: str 
             chord = (X[0], X[-1])
             for i in range(n - 1):
                 x_i, D_i = traj[i], Ds[i]
-                if afs and i == 0:  # AFS: the first direction is analytical (no network call)
+                if afs_first and i == 0:  # AFS: the first direction is analytical (no network call)
                     D_i = afs_denoise(x_i, t[0].expand(B))
                 targets = t[i + 1:]
                 J = targets.numel()
@@ -225,7 +230,7 @@ def cost_matrix(denoiser, shape, fine: Tensor, seeds: list[int], *, metric: str 
                         m = tj.numel()
                         rep = lambda v: v.repeat(m, *([1] * (v.ndim - 1)))  # noqa: E731
                         with conditioned(denoiser, list(chunk) * m):
-                            xn = _amed_jumps(denoiser, *amed_solver, afs, rep(x_i), rep(D_i),
+                            xn = _amed_jumps(denoiser, *amed_solver, rep(x_i), rep(D_i),
                                              t[i].expand(m * B), tj.repeat_interleave(B))
                         rows.append(xn.double().reshape(m, B, -1))
                     pts = torch.cat(rows)
@@ -326,9 +331,12 @@ def search_schedule(denoiser, shape, solver: str = "ipndm", nfe: int = 5, *, afs
     device = torch.device(device)
 
     say(f"warm-up: {teacher} on {num_fine} fine points, {num_warmup} samples; jump {jump}, metric {metric}")
-    C, finals = cost_matrix(denoiser, shape, fine, seeds, metric=metric, jump=jump, afs=afs, teacher=teacher,
-                            teacher_options=teacher_options, amed_solver=(solver, solver_options, nfe) if amed else None,
-                            batch=batch, device=device)
+    # AMED's AFS replaces the first interval's first evaluation, so its jumps from x_T start along x/sqrt(1+t^2).
+    # A baseline's AFS is a free step inserted after the DP, which prices the first real step as a jump
+    # along the network's direction.
+    C, finals = cost_matrix(denoiser, shape, fine, seeds, metric=metric, jump=jump, afs_first=afs and amed,
+                            teacher=teacher, teacher_options=teacher_options,
+                            amed_solver=(solver, solver_options, nfe, afs) if amed else None, batch=batch, device=device)
     if afs and not amed:
         C[0, 1] = np.inf  # leave room for the free step
     path, value = dp_path(C, intervals, coeff)

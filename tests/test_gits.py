@@ -126,6 +126,14 @@ def test_warm_up_reuses_the_teacher_evaluations(model):
     assert counting.calls == 2 * 10
 
 
+def test_afs_changes_only_the_jumps_from_the_start(model):
+    fine = amed.get_schedule("polynomial", 9)
+    plain, _ = cost_matrix(model, model.info.shape, fine, gits_seeds(0, 4), metric="l2")
+    afs, _ = cost_matrix(model, model.info.shape, fine, gits_seeds(0, 4), metric="l2", afs_first=True)
+    np.testing.assert_array_equal(afs[1:], plain[1:])
+    assert (np.abs(afs[0, 1:] - plain[0, 1:]) > 1e-6).all()
+
+
 def test_cost_is_per_seed_not_per_batch(model):
     fine = amed.get_schedule("polynomial", 9)
     a, _ = cost_matrix(model, model.info.shape, fine, gits_seeds(1, 8), batch=8)
