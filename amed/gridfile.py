@@ -142,10 +142,20 @@ def load_grid(path: str | os.PathLike) -> GridRecord:
     return GridRecord(grid=grid, record=rec, path=str(path))
 
 
-def grid_times(schedule) -> list[float]:
-    """The times of a grid file path, a ``GridRecord`` or a list/tensor of times, checked."""
+def grid_times(schedule, amed: tuple[str, int, bool] | None = None) -> list[float]:
+    """The times of a grid file path, a ``GridRecord`` or a list/tensor of times, checked.
+
+    With ``amed = (solver, nfe, afs)`` of an AMED run, a grid file must have been searched for exactly
+    that run (a plain list of times is taken as given).
+    """
     if is_grid_path(schedule):
         schedule = load_grid(schedule)
     if isinstance(schedule, GridRecord):
+        if amed is not None:
+            want = {"amed": True, "solver": amed[0], "nfe": amed[1], "afs": bool(amed[2])}
+            got = {k: schedule.record.get(k) for k in want}
+            if got != want:
+                raise ValueError(f"{schedule.name} was searched for {got}, this AMED run is {want}; search a grid "
+                                 f"for it (amed gits --amed ...) or pass the times as a list")
         return [float(t) for t in schedule.grid.tolist()]
     return [float(t) for t in explicit_grid(schedule).tolist()]

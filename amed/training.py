@@ -52,7 +52,8 @@ def default_config(solver: str = "amed", nfe: int = 5, **overrides) -> AMEDConfi
     overrides = {k: v for k, v in overrides.items() if v is not None}
     sched = overrides.get("schedule")
     if sched is not None and (not isinstance(sched, str) or is_grid_path(sched)):  # a grid file, record or list of times
-        overrides.update(schedule="explicit", grid=grid_times(sched))
+        afs = overrides.get("afs", AMEDConfig.__dataclass_fields__["afs"].default)
+        overrides.update(schedule="explicit", grid=grid_times(sched, amed=(solver, nfe, afs)))
     base.update(overrides)
     if "schedule" in overrides and "rho" not in overrides:
         base["rho"] = {"polynomial": 7.0, "time_uniform": 1.0, "discrete": 1.0}.get(overrides["schedule"])
