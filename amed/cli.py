@@ -471,7 +471,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--coeff", type=float, default=1.15, help="DP coefficient (1.15; the authors use 1.20 for SD)")
     p.add_argument("--metric", default="dev", choices=["dev", "l1", "l2"], help="cost of one jump")
     p.add_argument("--jump", default=None, choices=["euler", "amed"],
-                   help="how a jump is priced (default: euler for baselines, one neutral AMED interval for AMED)")
+                   help="how a jump is priced (default: one neutral AMED interval for AMED-Solver and the ddim/dpm2 "
+                        "plugins, the authors' Euler jump otherwise)")
     p.add_argument("--teacher", default="ipndm", help="warm-up teacher solver")
     p.add_argument("--teacher-opt", action="append", metavar="KEY=VALUE", help="teacher solver option")
     p.add_argument("--fine-schedule", default="polynomial", help="schedule of the fine grid")

@@ -18,14 +18,18 @@ authors run it:
    teacher. This is the only place where the actual solver runs during the search.
 
 For AMED (AMED-Solver and AMED-Plugin; NFE = 2(N - 1) - [AFS]) the DP chooses the student's N points and
-the predictor later chooses each interval's mid-point. Its jump ("amed", the default for AMED) is one
-*neutral* AMED interval from the teacher's state: r = 0.5 (the geometric mid-point, where an untrained
-predictor starts), c = a = 1, i.e. DPM-Solver-2 for AMED-Solver and two sub-steps of the base solver for a
-plugin, with the teacher's evaluation at t_i as the only history. That costs one network call per (i, j)
-pair and sample, but prices an interval as the two-evaluation step it is (an Euler jump would price it as
-one first-order step and favour shorter intervals than a second-order step needs). AMED's own AFS (an
-analytical first evaluation inside the first interval) inserts no point; under it every AMED jump from
-index 0 starts along the analytical direction x / sqrt(1 + t^2), as the first interval does.
+the predictor later chooses each interval's mid-point. Jump "amed" is one *neutral* AMED interval from the
+teacher's state: r = 0.5 (the geometric mid-point, where an untrained predictor starts), c = a = 1, i.e.
+DPM-Solver-2 for AMED-Solver and two sub-steps of the base solver for a plugin, with the teacher's
+evaluation at t_i as the only history. It costs one network call per (i, j) pair and sample, and prices an
+interval as the two-evaluation step it is. For the single-step students (AMED-Solver, the DDIM and
+DPM-Solver-2 plugins) that is the interval the run takes, up to the learned r, c, a, and it is their
+default. A multistep plugin's interval (iPNDM, DPM-Solver++, UniPC) depends on the history the run brings
+into it, which no jump from a teacher state sees; there the default is the authors' Euler jump, which
+measured better on digits-8 (NOTES.md, 2026-12-01: the neutral iPNDM plugin at NFE 5 reached FD 7.7 on the
+Euler-jump grid and 291 on the AMED-jump grid). AMED's own AFS (an analytical first evaluation inside the
+first interval) inserts no point; under it every neutral AMED jump from index 0 starts along the analytical
+direction x / sqrt(1 + t^2), as the first interval does.
 
 Differences from the authors' code, on purpose: the noise is per seed (seeds disjoint from evaluation and
 training seeds); the cost is averaged over all warm-up samples (their first release kept only the last
@@ -281,15 +285,19 @@ def search_schedule(denoiser, shape, solver: str = "ipndm", nfe: int = 5, *, afs
     (``.grid`` the float64 times, ``.save(path)`` writes the grid file).
 
     ``amed`` (default: ``solver == "amed"``) searches the N student points of an AMED-Solver or
-    AMED-Plugin run (NFE = 2 (N - 1) - [afs]). ``jump`` is "euler" (the authors' cost; default for
-    baselines) or "amed" (one neutral AMED interval; default for AMED). The fine grid is ``fine_schedule``
+    AMED-Plugin run (NFE = 2 (N - 1) - [afs]). ``jump`` is "euler" (the authors' cost; the default for
+    baselines and multistep plugins) or "amed" (one neutral AMED interval; the default for AMED-Solver and
+    the DDIM / DPM-Solver-2 plugins). The fine grid is ``fine_schedule``
     with ``num_fine`` points over the model's sigma range unless ``sigma_min``/``sigma_max`` are given.
     """
     start = time.perf_counter()
     say = log or (lambda m: None)
     amed = solver == "amed" if amed is None else bool(amed)
     solver_options = dict(solver_options or {})
-    jump = jump or ("amed" if amed else "euler")
+    if jump is None:
+        from .plugin import SINGLE_STEP  # noqa: PLC0415
+
+        jump = "amed" if amed and solver in SINGLE_STEP else "euler"
     if jump not in JUMPS:
         raise ValueError(f"unknown jump {jump!r}; choose one of {list(JUMPS)}")
     if metric not in METRICS:
@@ -331,10 +339,10 @@ def search_schedule(denoiser, shape, solver: str = "ipndm", nfe: int = 5, *, afs
     device = torch.device(device)
 
     say(f"warm-up: {teacher} on {num_fine} fine points, {num_warmup} samples; jump {jump}, metric {metric}")
-    # AMED's AFS replaces the first interval's first evaluation, so its jumps from x_T start along x/sqrt(1+t^2).
-    # A baseline's AFS is a free step inserted after the DP, which prices the first real step as a jump
-    # along the network's direction.
-    C, finals = cost_matrix(denoiser, shape, fine, seeds, metric=metric, jump=jump, afs_first=afs and amed,
+    # AMED's AFS replaces the first interval's first evaluation, so a neutral AMED jump from x_T starts along
+    # x/sqrt(1+t^2). An Euler jump stands for a whole interval (AMED) or for the first real step after the
+    # free one (baselines), both along the network's direction.
+    C, finals = cost_matrix(denoiser, shape, fine, seeds, metric=metric, jump=jump, afs_first=afs and jump == "amed",
                             teacher=teacher, teacher_options=teacher_options,
                             amed_solver=(solver, solver_options, nfe, afs) if amed else None, batch=batch, device=device)
     if afs and not amed:

@@ -115,6 +115,38 @@ def test_cost_matrix_is_the_jump_error_recomputed_by_hand(model):
             assert C[i, j] == pytest.approx(np.mean(errs), rel=1e-5, abs=1e-6), (metric, i, j)
 
 
+def test_amed_jump_is_one_neutral_amed_solver_interval(model):
+    """jump='amed' for AMED-Solver: Euler to the geometric mid-point, the network there, the whole step along
+    its direction (DPM-Solver-2, Eq. 9 with r = 0.5), recomputed by hand; under AFS the start is analytical."""
+    shape = model.info.shape
+    fine = amed.get_schedule("polynomial", 7)
+    seeds = gits_seeds(0, 5)
+    traj = amed.sample_trajectory(model, amed.randn_seeds(seeds, shape), solver="ipndm", schedule=fine)
+    for afs in (False, True):
+        C, _ = cost_matrix(model, shape, fine, seeds, metric="l2", jump="amed", afs_first=afs,
+                           amed_solver=("amed", {}, 5, True), batch=8)
+        for i, j in [(0, 1), (0, 6), (2, 4), (5, 6)]:
+            t_i, t_j = fine[i].item(), fine[j].item()
+            x = traj[i].double()
+            sig = lambda t: torch.full((5,), t, dtype=torch.float32)  # noqa: E731
+            if afs and i == 0:
+                d = x / (1 + t_i**2) ** 0.5
+            else:
+                d = (x - model(traj[i], sig(t_i)).double()) / t_i
+            s = (t_i * t_j) ** 0.5
+            x_s = x + (s - t_i) * d
+            d_s = (x_s - model(x_s.float(), sig(s)).double()) / s
+            x_j = x + (t_j - t_i) * d_s
+            want = (x_j - traj[j].double()).flatten(1).norm(dim=1).mean().item()
+            assert C[i, j] == pytest.approx(want, rel=1e-4, abs=1e-5), (afs, i, j)
+
+
+def test_plugin_search_can_price_jumps_as_amed_intervals(model):
+    rec = search_schedule(model, model.info.shape, solver="ipndm", amed=True, nfe=3, afs=True, jump="amed",
+                          num_fine=7, num_warmup=4)
+    assert rec.grid.numel() == 3 and rec.record["search"]["jump"] == "amed" and rec.amed
+
+
 def test_warm_up_reuses_the_teacher_evaluations(model):
     """The jumps start from D(x_i, t_i) of the teacher itself: one network call per fine step, no more."""
     counting = Counting(model)
@@ -299,7 +331,9 @@ def test_grid_file_as_schedule(tmp_path, model, searched):
 def test_amed_trains_and_samples_on_a_searched_grid(tmp_path, model, solver, amed_grid):
     shape = model.info.shape
     rec = search_schedule(model, shape, solver=solver, amed=amed_grid, nfe=5, afs=True, num_fine=11, num_warmup=8)
-    assert rec.grid.numel() == 4 and rec.record["search"]["jump"] == "amed" and rec.record["search"]["afs_index"] is None
+    # The neutral AMED interval prices AMED-Solver's jumps; a multistep plugin keeps the authors' Euler jump.
+    assert rec.record["search"]["jump"] == ("amed" if solver == "amed" else "euler")
+    assert rec.grid.numel() == 4 and rec.record["search"]["afs_index"] is None
     path = rec.save(tmp_path / "g.json")
     with pytest.raises(ValueError, match="searched for AMED"):
         amed.sample(model, amed.randn_seeds(range(2), shape), schedule=path)
