@@ -409,7 +409,8 @@ def _solver_args(p, amed: bool):
     p.add_argument("--solver", default="amed" if amed else None,
                    help="solver key (sample default ipndm); for training 'amed' (AMED-Solver) or the plugin's base")
     p.add_argument("--nfe", type=int, default=5 if amed else None, help="network evaluations (default 5)")
-    p.add_argument("--schedule", default=None, help="time schedule name (sample default polynomial) or a grid file from `amed gits` (.json)")
+    p.add_argument("--schedule", default=None,
+                   help="time schedule name (sample default polynomial) or a grid file from `amed gits` (.json)")
     p.add_argument("--rho", type=float, default=None, help="schedule exponent (polynomial 7, time_uniform 1)")
     p.add_argument("--afs", action=argparse.BooleanOptionalAction, default=True if amed else None,
                    help="analytical first step (saves one NFE)")

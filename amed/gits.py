@@ -344,7 +344,8 @@ def search_schedule(denoiser, shape, solver: str = "ipndm", nfe: int = 5, *, afs
     # free one (baselines), both along the network's direction.
     C, finals = cost_matrix(denoiser, shape, fine, seeds, metric=metric, jump=jump, afs_first=afs and jump == "amed",
                             teacher=teacher, teacher_options=teacher_options,
-                            amed_solver=(solver, solver_options, nfe, afs) if amed else None, batch=batch, device=device)
+                            amed_solver=(solver, solver_options, nfe, afs) if amed else None, batch=batch,
+                            device=device)
     if afs and not amed:
         C[0, 1] = np.inf  # leave room for the free step
     path, value = dp_path(C, intervals, coeff)

@@ -237,6 +237,11 @@ def _resolve(args: dict, predictor) -> dict:
     return recorded
 
 
+def _same_solver(key: str, options: dict, other: dict) -> bool:
+    """Whether two option dicts configure the same solver (defaults spelled out or not)."""
+    return repr(make_solver(key, **options)) == repr(make_solver(key, **other))
+
+
 def _grid_settings(denoiser, args: dict, predictor) -> dict:
     """Settings implied by an explicit grid.
 
@@ -261,7 +266,7 @@ def _grid_settings(denoiser, args: dict, predictor) -> dict:
             v = args[k]
             if isinstance(v, _Default) or (k == "solver_options" and not v):
                 out[k] = _Default(want)
-            elif k == "solver_options" and repr(make_solver(sched.solver, **v)) == repr(make_solver(sched.solver, **want)):
+            elif k == "solver_options" and _same_solver(sched.solver, v, want):
                 out[k] = v  # the same solver spelled out ({"max_order": 4} for iPNDM's default)
             elif v != want:
                 raise ValueError(f"{sched.name} was searched for {k}={want!r}, got {k}={v!r}; leave {k} unset "

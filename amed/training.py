@@ -51,7 +51,7 @@ def default_config(solver: str = "amed", nfe: int = 5, **overrides) -> AMEDConfi
         base["solver_options"] = {"max_order": 4}
     overrides = {k: v for k, v in overrides.items() if v is not None}
     sched = overrides.get("schedule")
-    if sched is not None and (not isinstance(sched, str) or is_grid_path(sched)):  # a grid file, record or list of times
+    if sched is not None and (not isinstance(sched, str) or is_grid_path(sched)):  # a grid file, record or times
         afs = overrides.get("afs", AMEDConfig.__dataclass_fields__["afs"].default)
         overrides.update(schedule="explicit", grid=grid_times(sched, amed=(solver, nfe, afs)))
     base.update(overrides)
