@@ -30,6 +30,7 @@ from torch import nn
 
 from ._io import atomic_write_bytes, load_safetensors, read_regular_text, read_safetensors, sha256_file
 from .errors import AmedFileNotFoundError, AmedValueError
+from .schedules import explicit_grid
 
 __all__ = ["AMEDConfig", "AMEDPredictor", "ConstantPredictor", "load_predictor", "sha256_file", "atomic_write_bytes"]
 
@@ -50,6 +51,7 @@ class AMEDConfig:
     nfe: int = 5
     schedule: str = "time_uniform"
     rho: float | None = 1.0
+    grid: list | None = None  # the student times when schedule == "explicit" (e.g. a GITS grid)
     afs: bool = True
     sigma_min: float = 0.002
     sigma_max: float = 80.0
@@ -95,6 +97,16 @@ class AMEDConfig:
             raise AmedValueError(f"M (teacher points per interval) must be a non-negative integer, got {self.M!r}")
         if self.objective not in OBJECTIVES:
             raise AmedValueError(f"objective must be one of {list(OBJECTIVES)}, got {self.objective!r}")
+        if self.schedule == "explicit" or self.grid is not None:
+            if self.schedule != "explicit":
+                raise AmedValueError(f"a grid goes with schedule='explicit', got schedule={self.schedule!r}")
+            if self.grid is None:
+                raise AmedValueError("schedule='explicit' needs the grid (a list of times)")
+            self.grid = [float(t) for t in explicit_grid(self.grid, what="the AMED student grid").tolist()]
+            if len(self.grid) != self.num_points:
+                raise AmedValueError(f"NFE={self.nfe} with afs={self.afs} needs {self.num_points} student times, "
+                                 f"the grid has {len(self.grid)}: {self.grid}")
+            self.rho, self.sigma_max, self.sigma_min = None, self.grid[0], self.grid[-1]  # the grid decides
 
     @property
     def plugin(self) -> bool:
