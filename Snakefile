@@ -46,7 +46,10 @@ RES = config["resources"]
 report: "workflow/report/workflow.rst"
 
 
-onstart:
+onstart:  # what the run will cost, before anything is submitted (also `snakemake plan` -> results/plan.md)
+    costs = grid.network_costs(os.path.join(workflow.basedir, "workflow/resources/network_costs.csv"))
+    for scope in ("all", "paper"):
+        print(grid.format_run_plan(grid.run_plan(config, costs, scope), config, scope), file=sys.stderr)
     print(grid.format_cache_plan(grid.teacher_cache_plan(config), config), file=sys.stderr)
 
 
@@ -82,6 +85,21 @@ rule all:
 rule paper:  # Tables 3 (paper config only), 4 and 5, Figures 3/4/5/7, sample grids and the audit of Tables 2-5
     input:
         grid.paper_targets(config),
+
+
+rule plan:  # the cost of this config's run (jobs, GPU-hours, disk per stage; teacher caches) - runs nothing else
+    input:
+        costs=os.path.join(workflow.basedir, "workflow/resources/network_costs.csv"),
+    output:
+        md="results/plan.md",
+        csv="results/plan.csv",
+    params:
+        config=config,
+    log:
+        "results/logs/plan.log",
+    localrule: True
+    script:
+        "workflow/scripts/plan.py"
 
 
 rule figures:

@@ -373,7 +373,15 @@ def cmd_train(args) -> int:
     device = _device(args.device)
     model = _load_model(args, device)
     cache = None
-    if args.cache:
+    if args.cache and args.build_cache:  # build or resume it first (a no-op when it is complete; after a prune)
+        from .training import build_teacher_cache, default_config  # noqa: PLC0415
+
+        cfg = default_config(args.solver, args.nfe, **_amed_settings(args, model, cell))
+        t = _train_args(args, cell)
+        dtype = ((cell.get("train") or {}).get("cache_dtype") if cell is not None else None) or args.cache_dtype
+        cache = build_teacher_cache(model, args.cache, cfg, _shape(model), t["num_trajectories"], seed=t["seed"],
+                                    batch=t["batch"], dtype=dtype, device=device, holdout=t["holdout"])
+    elif args.cache:
         from ._io import read_json_object  # noqa: PLC0415
 
         meta_path = Path(args.cache) / "meta.json"
@@ -506,13 +514,13 @@ def cmd_fid(args) -> int:
         _save_features(args.features_out, kept)
         rec["features"] = str(args.features_out)
     if unc["n_boot"]:
-        from .uncertainty import BOOT_SEED, Reference, basic_interval, fd_bootstrap  # noqa: PLC0415
+        from .uncertainty import BOOT_SEED, Reference, fd_bootstrap, normal_interval  # noqa: PLC0415
 
         boot_seed = BOOT_SEED if unc["boot_seed"] is None else int(unc["boot_seed"])
         reps = fd_bootstrap(np.concatenate(kept), Reference(mu_r, sigma_r), int(unc["n_boot"]), boot_seed)
-        lo, hi = basic_interval(value, reps, float(unc["level"]))
-        rec.update(ci=[max(lo, 0.0), max(hi, 0.0)], level=float(unc["level"]), n_boot=int(unc["n_boot"]),
-                   boot_seed=boot_seed, interval="basic bootstrap over the evaluated samples (reference fixed)",
+        lo, hi = normal_interval(value, reps, float(unc["level"]))
+        rec.update(ci=[max(lo, 0.0), hi], level=float(unc["level"]), n_boot=int(unc["n_boot"]), boot_seed=boot_seed,
+                   interval="value +- z x bootstrap sd over the evaluated samples (reference statistics fixed)",
                    replicates=[round(float(v), 6) for v in reps])
     if args.out:
         atomic_write_bytes(args.out, (json.dumps(rec) + "\n").encode())
@@ -696,6 +704,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="best: the held-out best of the snapshots, the untrained start and the neutral predictor")
     p.add_argument("--validate-every", type=int, default=None, help="validation interval in steps")
     p.add_argument("--cache", default=None, help="teacher cache directory (default: teachers on the fly)")
+    p.add_argument("--build-cache", action="store_true",
+                   help="build or resume the --cache first (a no-op when complete; recomputes a pruned cache)")
+    p.add_argument("--cache-dtype", default="float32", choices=["float16", "float32"],
+                   help="with --build-cache: the cache's precision")
     p.add_argument("--out", required=True, help="output path stem: writes <out>.safetensors and <out>.json")
     p.set_defaults(fn=cmd_train)
     p = sub.add_parser("import-predictor", help="convert an authors' AMED predictor snapshot (.pkl/.pt) to "
