@@ -208,3 +208,26 @@ def test_train_defaults_come_from_the_package():
         assert (got["teacher"], got["M"], got["teacher_options"], got["scale_dir"], got["scale_time"]) == \
             (cfg.teacher, cfg.M, cfg.teacher_options, cfg.scale_dir, cfg.scale_time)
         assert got["lr"] == flags["lr"] == 5e-3
+
+
+PRUNE = {"datasets": {"tiny": {"paper": None, "num_samples": 16, "shard_size": 16, "batch": 16, "nfe": [5],
+                               "methods": {"amed_plugin": {
+                                   "kind": "amed_plugin", "solver": "ipndm", "afs": "auto", "options": {"max_order": 4},
+                                   "train": {"M": 1, "trajectories": 32, "holdout": 16, "batch": 16, "steps": 2,
+                                             "seeds": 2, "prune_cache": True}}}}},
+         "uncertainty": {"n_boot": 20}}
+
+
+def test_a_pruned_teacher_cache_is_rebuilt_when_a_training_job_reruns(tmp_path):
+    r = smk(tmp_path, PRUNE, "--cores", "2")
+    assert r.returncode == 0, r.stderr[-3000:]
+    cache = tmp_path / "results/tiny/teacher/amed_plugin/nfe5/cache"
+    assert (cache.parent / "pruned.json").exists() and (cache / "meta.json").exists()
+    assert not list(cache.glob("shard-*.npy"))  # pruned once both seeds' predictors existed
+    before = (tmp_path / "results/tiny/amed_plugin/nfe5/seed1/predictor.safetensors").read_bytes()
+    (tmp_path / "results/tiny/amed_plugin/nfe5/seed1/predictor.json").unlink()
+    r = smk(tmp_path, PRUNE, "--cores", "2")
+    assert r.returncode == 0, r.stderr[-3000:]
+    # the training job rebuilt the cache first: the same teacher, the same predictor; then the cache went again
+    assert (tmp_path / "results/tiny/amed_plugin/nfe5/seed1/predictor.safetensors").read_bytes() == before
+    assert not list(cache.glob("shard-*.npy"))

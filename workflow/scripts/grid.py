@@ -279,8 +279,11 @@ def predictor_flag(input) -> str:
 
 
 def cache_flag(input) -> str:
-    """`--cache <dir>` next to the teacher manifest; nothing when the teacher is computed on the fly."""
-    return _flag("--cache", os.path.join(os.path.dirname(input.teacher), "cache") if input.get("teacher") else None)
+    """`--cache <dir> --build-cache` next to the teacher manifest (a pruned cache is rebuilt first; a no-op when it is
+    complete); nothing when the teacher is computed on the fly."""
+    if not input.get("teacher"):
+        return ""
+    return _flag("--cache", os.path.join(os.path.dirname(input.teacher), "cache")) + " --build-cache"
 
 
 # ---- Settings travel as data: each job reads its cell's settings file (amed.settings), never flag strings.
@@ -568,6 +571,44 @@ def format_run_plan(rows: list[dict], config, scope: str) -> str:
     return "\n".join(lines)
 
 
+def _trained_runs(config, scope: str = "paper"):
+    """(dataset, method key, nfe, training seed) of every trained run (Table 2's only for scope "all")."""
+    resolved = methods(config)
+    for ds, d in config["datasets"].items():
+        if scope == "all" and not d["table2"]:
+            continue
+        for key in (d["methods"] if scope == "all" else resolved[ds]):
+            m = resolved[ds][key]
+            for nfe in (d["nfe"] if scope == "all" else m["nfe"]):
+                for k in train_seeds(m):
+                    yield ds, key, nfe, k
+
+
+def cache_consumers(config, w) -> list[str]:
+    """The predictor records of every run trained from the teacher cache of ``w`` (its owner cell)."""
+    mine = f"results/{w.dataset}/teacher/{w.method}/nfe{w.nfe}/teacher.json"
+    out = []
+    for ds, key, nfe, k in _trained_runs(config):
+        v = type("W", (), {"dataset": ds, "method": key, "nfe": nfe})
+        if ds == w.dataset and teacher_input(config, v).get("teacher") == mine:
+            out.append(f"results/{ds}/{key}/nfe{nfe}/seed{k}/predictor.json")
+    return out
+
+
+def prune_targets(config, scope: str = "all") -> list[str]:
+    """The prune markers of the caches whose cells say train.prune_cache (removed once all their runs trained)."""
+    resolved = methods(config)
+    out = []
+    for ds, key, nfe, _ in _trained_runs(config, scope):
+        m = resolved[ds][key]
+        if m["train"]["prune_cache"] and m["train"]["teacher_cache"]:
+            v = type("W", (), {"dataset": ds, "method": key, "nfe": nfe})
+            marker = teacher_input(config, v)["teacher"].replace("teacher.json", "pruned.json")
+            if marker not in out:
+                out.append(marker)
+    return out
+
+
 def table2_records(config) -> list[str]:
     """The predictor record of every trained run of Table 2 (their validation curves and snapshot choices)."""
     return [f.replace("fid.json", "predictor.json") for f in all_fid(config) if "/seed" in f]
@@ -575,7 +616,7 @@ def table2_records(config) -> list[str]:
 
 def training_curve_targets(config) -> list[str]:
     """The training-curve figure, when Table 2 has trained cells."""
-    return ["results/training_curves.png"] if table2_records(config) else []
+    return (["results/training_curves.png"] if table2_records(config) else []) + prune_targets(config, "all")
 
 
 def noise_floors(config) -> list[str]:
@@ -598,7 +639,8 @@ def paper_targets(config) -> list[str]:
     if config["figures"]["dataset"] is not None:
         figs = ("fig3", "fig4", "fig5") + (("fig7",) if config["figures"]["fig7"]["method"] is not None else ())
         out += [f"results/{f}.{ext}" for f in figs for ext in ("png", "csv")]
-    return out + sample_grids(config) + ["results/audit_paper.csv", "results/audit_paper.md"]
+    return out + sample_grids(config) + ["results/audit_paper.csv", "results/audit_paper.md"] + \
+        prune_targets(config, "paper")
 
 
 def model_identity(name: str) -> str:

@@ -45,7 +45,7 @@ def cell_text(ds, key, nfe):
     rr = [reps[(ds, key, nfe, r["train_seed"])] for r in sub]
     if all(x is not None for x in rr):
         lo, hi = mean_interval(vals, np.array(rr), level)
-        text += f" [{lo:.2f}, {hi:.2f}]"
+        text += f" [{max(lo, 0.0):.2f}, {hi:.2f}]"
     neutral = sum(r["selected"] == "neutral" for r in sub)
     return text + (f" (neutral {neutral}/{len(sub)})" if neutral else "")
 
