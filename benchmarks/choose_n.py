@@ -23,7 +23,7 @@ from amed.features import digit_features
 from amed.fid import feature_stats
 from amed.models.base import to_uint8
 from amed.models.train_embedded import load_dataset
-from amed.uncertainty import BOOT_SEED, Reference, basic_interval, compare, fd_bootstrap, noise_floor, verdict
+from amed.uncertainty import BOOT_SEED, Reference, compare, fd_bootstrap, noise_floor, normal_interval, verdict
 
 from _common import write_csv
 
@@ -56,8 +56,8 @@ def main(argv=None) -> int:
         va, vb = ref.fd_features(fa[:n]), ref.fd_features(fb[:n])
         ra, rb = fd_bootstrap(fa[:n], ref, a.n_boot, BOOT_SEED), fd_bootstrap(fb[:n], ref, a.n_boot, BOOT_SEED)
         c = compare([va], [ra], [vb], [rb])
-        lo_a, hi_a = basic_interval(va, ra)
-        lo_b, hi_b = basic_interval(vb, rb)
+        lo_a, hi_a = normal_interval(va, ra)
+        lo_b, hi_b = normal_interval(vb, rb)
         floor = noise_floor(real, ref, n) if n <= len(real) else (float("nan"), float("nan"))
         rows.append({"n": n, a_name: round(va, 3), f"{a_name}_ci": f"[{lo_a:.2f}, {hi_a:.2f}]", b_name: round(vb, 3),
                      f"{b_name}_ci": f"[{lo_b:.2f}, {hi_b:.2f}]", "relative_gap": round((vb - va) / vb, 3),
