@@ -47,7 +47,10 @@ def main(argv=None) -> int:
     import grid  # noqa: PLC0415
 
     cfg = yaml.safe_load(open(ROOT / "config.yaml"))
-    cfg.setdefault("uncertainty", {"n_boot": a.n_boot, "level": 0.95, "boot_seed": BOOT_SEED})
+    from snakemake.utils import validate  # noqa: PLC0415 (fills in the schema's defaults, as the workflow does)
+
+    validate(cfg, str(ROOT / "workflow" / "schemas" / "config.schema.yaml"))
+    cfg["uncertainty"]["n_boot"] = a.n_boot
     resolved = grid.methods(cfg)["digits"]
     d = cfg["datasets"]["digits"]
     model = amed.load_model(d["model"])
