@@ -69,6 +69,7 @@ include: "workflow/rules/sample.smk"
 include: "workflow/rules/fid.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/beyond.smk"
 include: "workflow/rules/bench.smk"  # `bench` target only; not in `all` or `paper`
 
 
@@ -100,6 +101,11 @@ rule plan:  # the cost of this config's run (jobs, GPU-hours, disk per stage; te
     localrule: True
     script:
         "workflow/scripts/plan.py"
+
+
+rule beyond:  # AMED on GITS time grids (results/beyond.{csv,md}); not part of `all` or `paper`
+    input:
+        grid.beyond_targets(config),
 
 
 rule figures:

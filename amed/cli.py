@@ -326,6 +326,12 @@ def _train_args(args, cell: dict | None) -> dict:
 def cmd_gits(args) -> int:
     from .gits import search_schedule  # noqa: PLC0415
 
+    cell = _settings(args)
+    if cell is not None:  # a workflow cell with `schedule: gits`: its solver, NFE, AFS, options; the search settings
+        args.amed = cell.get("kind", "baseline") != "baseline" and cell.get("solver") != "amed"
+        args.opt = [f"{k}={v}" for k, v in (cell.get("options") or {}).items()]
+        for k, v in (cell.get("gits") or {}).items():
+            setattr(args, {"warmup": "warmup", "num_fine": "num_fine"}.get(k, k), v)
     device = _device(args.device)
     model = _maybe_compile(_load_model(args, device), args.compile, device, _text_to_image(args))
     log = None if args.quiet else (lambda m: print(m, file=sys.stderr))
@@ -678,6 +684,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompts", default=None, metavar="FILE", help="captions CSV (text-to-image models)")
     p.add_argument("--quiet", action="store_true", help="no progress messages")
     p.add_argument("--out", required=True, help="output grid file (.json)")
+    p.add_argument("--settings", default=None, metavar="FILE",
+                   help="cell settings JSON (written by the workflow): the cell's solver, NFE, AFS and search settings")
     _compile_arg(p)
     p.set_defaults(fn=cmd_gits)
     p = sub.add_parser("teacher", help="build (or resume) a teacher-trajectory cache")

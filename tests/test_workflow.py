@@ -52,7 +52,7 @@ def test_schema_enums_match_the_package_registries():
     schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
     method = schema["$defs"]["method"]["properties"]
     assert set(method["solver"]["enum"]) == set(amed.SOLVERS) | {"amed"} | set(PLUGIN_BASES)
-    assert set(method["schedule"]["enum"]) == set(amed.SCHEDULES)
+    assert set(method["schedule"]["enum"]) == set(amed.SCHEDULES) | {"gits"}  # gits: searched by the workflow
     assert set(method["train"]["properties"]["teacher"]["enum"]) == set(amed.SOLVERS) | {None}  # null: package default
 
 

@@ -52,8 +52,9 @@ def check(config: dict) -> None:
             if m["solver"] not in allowed:
                 raise ValueError(f"{key}.solver: {m['solver']!r} is not allowed for kind {m['kind']!r}; "
                                  f"allowed values: {allowed}")
-            if m["schedule"] not in schedules:
-                raise ValueError(f"{key}.schedule: unknown schedule {m['schedule']!r}; allowed values: {schedules}")
+            if m["schedule"] not in schedules and m["schedule"] != "gits":
+                raise ValueError(f"{key}.schedule: unknown schedule {m['schedule']!r}; allowed values: "
+                                 f"{schedules + ['gits']}")
             if m["kind"] != "baseline":
                 t = m["train"]["teacher"]
                 if t not in solvers:
@@ -102,6 +103,15 @@ def check_tables(config: dict) -> None:
         ds = config[t]["dataset"]
         if ds is not None and ds not in ds_all:
             raise ValueError(f"{t}.dataset: unknown dataset {ds!r}; allowed values: {sorted(ds_all)}")
+    b = config["beyond"]
+    if b["dataset"] is not None:
+        if b["dataset"] not in ds_all:
+            raise ValueError(f"beyond.dataset: unknown dataset {b['dataset']!r}; allowed values: {sorted(ds_all)}")
+        known = sorted(ds_all[b["dataset"]]["methods"]) + sorted(b["extra"])
+        for k in b["methods"]:
+            if k not in known:
+                raise ValueError(f"beyond.methods: {k!r} is neither a method of datasets.{b['dataset']} nor of "
+                                 f"beyond.extra; allowed values: {known}")
     t4 = config["table4"]
     if t4["dataset"] is not None:
         for b in t4["methods"]:
@@ -152,6 +162,18 @@ def table_cells(config: dict, table: str) -> list[tuple[str, str, str, dict]]:
                 row = f"{b}[teacher={teacher}]"
                 out.append((ds, row, f"{b}.teacher-{teacher}",
                             _variant(m, d, t, f"table4.methods.{b}", row, f"{m['label'] or b}, teacher {teacher}")))
+    elif table == "beyond":  # each listed method on its own schedule and on a GITS grid searched for it
+        for b in t["methods"]:
+            base = d["methods"][b] if b in d["methods"] else t["extra"][b]
+            for sched in ("own", "gits"):
+                m = copy.deepcopy(base)
+                if sched == "gits":
+                    m.update(schedule="gits", rho=None)
+                m = _resolve_train(m)
+                name = m["schedule"]
+                row = f"{b}[schedule={name}]"
+                out.append((ds, row, b if sched == "own" and b in d["methods"] else f"{b}.schedule-{name}",
+                            _variant(m, d, t, f"beyond.methods.{b}", row, f"{base['label'] or b}, {name}")))
     else:  # table5: schedule ablation of the listed methods
         for b, spec in t["methods"].items():
             for s in t["schedules"]:
@@ -204,7 +226,7 @@ def methods(config: dict) -> dict:
     for ds, d in config["datasets"].items():
         out[ds] = {k: _resolve_train(dict(copy.deepcopy(m), origin=f"datasets.{ds}.methods.{k}", nfe=list(d["nfe"]),
                                           num_samples=d["num_samples"])) for k, m in d["methods"].items()}
-    for table in ("table4", "table5"):
+    for table in ("table4", "table5", "beyond"):
         for ds, _, key, m in table_cells(config, table):
             if cell_key(out, ds, m) is None:
                 out[ds][key] = m
@@ -307,7 +329,18 @@ def cell_settings(config, ds: str, key: str, nfe: int) -> dict:
          "uncertainty": dict(config["uncertainty"])}
     if m["kind"] != "baseline":
         s["train"] = {k: copy.deepcopy(m["train"][k]) for k in SETTINGS_TRAIN_KEYS if m["train"].get(k) is not None}
+    if m["schedule"] == "gits":  # the grid the gits stage searched for this cell
+        s.update(schedule=gits_path(ds, key, nfe), rho=None, gits=dict(config["beyond"]["gits"]))
     return s
+
+
+def gits_path(ds: str, key: str, nfe) -> str:
+    return f"results/{ds}/gits/{key}/nfe{nfe}/grid.json"
+
+
+def gits_input(config, w) -> dict:
+    """The GITS grid of a cell whose schedule is `gits` (its jobs depend on it), else nothing."""
+    return {"grid": gits_path(w.dataset, w.method, w.nfe)} if method(config, w)["schedule"] == "gits" else {}
 
 
 def settings_path(w) -> str:
@@ -355,11 +388,12 @@ def teacher_input(config, w) -> dict:
 
 def train_input(config, w) -> dict:
     return {"settings": settings_path(w), "model": f"results/{w.dataset}/model.json", **teacher_input(config, w),
-            **prompts_input(config, w)}
+            **prompts_input(config, w), **gits_input(config, w)}
 
 
 def teacher_rule_input(config, w) -> dict:
-    return {"settings": settings_path(w), "model": f"results/{w.dataset}/model.json", **prompts_input(config, w)}
+    return {"settings": settings_path(w), "model": f"results/{w.dataset}/model.json", **prompts_input(config, w),
+            **gits_input(config, w)}
 
 
 def prompts_input(config, w) -> dict:
@@ -378,7 +412,8 @@ def fid_ref_input(config, w) -> dict:
 
 def sample_input(config, w) -> dict:
     """A sample job's inputs: the cell's settings, the model, and an AMED cell's predictor (record and weights)."""
-    out = {"settings": settings_path(w), "model": f"results/{w.dataset}/model.json", **prompts_input(config, w)}
+    out = {"settings": settings_path(w), "model": f"results/{w.dataset}/model.json", **prompts_input(config, w),
+           **gits_input(config, w)}
     if method(config, w)["kind"] != "baseline":
         stem = f"results/{w.dataset}/{w.method}/nfe{w.nfe}/seed{w.tseed}/predictor"
         out.update(predictor=f"{stem}.json", weights=f"{stem}.safetensors")
@@ -641,6 +676,10 @@ def paper_targets(config) -> list[str]:
         out += [f"results/{f}.{ext}" for f in figs for ext in ("png", "csv")]
     return out + sample_grids(config) + ["results/audit_paper.csv", "results/audit_paper.md"] + \
         prune_targets(config, "paper")
+
+
+def beyond_targets(config) -> list[str]:
+    return ["results/beyond.csv", "results/beyond.md"] if config["beyond"]["dataset"] is not None else []
 
 
 def model_identity(name: str) -> str:
