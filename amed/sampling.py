@@ -306,7 +306,9 @@ _SAMPLE_ARGS = ("solver", "nfe", "schedule", "afs", "sigma_min", "sigma_max", "r
 def _check_schedule_kw(schedule, kw: dict) -> None:
     """Extra keywords of sample() are options of the schedule in use; anything else (a misspelt argument) is a
     TypeError naming it."""
-    allowed = schedule_options(schedule) if isinstance(schedule, str) else []
+    if not kw:
+        return
+    allowed = schedule_options(schedule) if isinstance(schedule, str) and schedule != "explicit" else []
     unknown = sorted(set(kw) - set(allowed))
     if not unknown:
         return

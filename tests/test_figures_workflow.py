@@ -7,6 +7,7 @@ Every run uses a tiny config in a tmp directory (`--configfile`, `--directory`),
 from __future__ import annotations
 
 import copy
+import json
 
 import pandas as pd
 import pytest
@@ -123,3 +124,23 @@ def test_tiny_table4_fig3_fig4_grid_and_report(tmp_path):
     r = smk(tmp_path, cfg, "--report", str(tmp_path / "report.html"), *targets)
     assert r.returncode == 0, r.stderr[-3000:]
     assert (tmp_path / "report.html").stat().st_size > 10_000
+
+
+def test_tiny_beyond_target_searches_gits_grids_and_judges_both_claims(tmp_path):
+    cfg = copy.deepcopy(TINY)
+    del cfg["table4"], cfg["figures"]
+    cfg["beyond"] = {"dataset": "tiny", "methods": ["ipndm", "amed_plugin"], "nfe": [5],
+                     "gits": {"num_fine": 11, "warmup": 16}}
+    cfg["uncertainty"] = {"n_boot": 50}
+    r = smk(tmp_path, cfg, "--cores", "2", "beyond")
+    assert r.returncode == 0, r.stderr[-3000:]
+    grid = json.loads((tmp_path / "results/tiny/gits/amed_plugin.schedule-gits/nfe5/grid.json").read_text())
+    assert grid["format"] == "amed-grid" and grid["amed"] is True and grid["nfe"] == 5
+    # the plugin trained on the searched grid records it
+    rec = json.loads((tmp_path / "results/tiny/amed_plugin.schedule-gits/nfe5/seed0/predictor.json").read_text())
+    assert rec["config"]["schedule"] == "explicit" and rec["config"]["grid"] == grid["grid"]
+    t = pd.read_csv(tmp_path / "results/beyond.csv")
+    assert set(t["method"]) == {"ipndm[schedule=polynomial]", "ipndm[schedule=gits]",
+                                "amed_plugin[schedule=polynomial]", "amed_plugin[schedule=gits]"}
+    md = (tmp_path / "results/beyond.md").read_text()
+    assert "**2 claims:" in md and "GITS improves ipndm" in md and "AMED on GITS beats both" in md
