@@ -99,6 +99,8 @@ rule plan:  # the cost of this config's run (jobs, GPU-hours, disk per stage; te
     log:
         "results/logs/plan.log",
     localrule: True
+    conda:
+        "workflow/envs/amed.yaml"
     script:
         "workflow/scripts/plan.py"
 

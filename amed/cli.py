@@ -477,28 +477,29 @@ def cmd_fid(args) -> int:
         unc.update({k: v for k, v in (cell.get("uncertainty") or {}).items() if v is not None})
     source = _inception_choice(args)
     expected = parse_seeds(args.seeds) if args.seeds is not None else None
-    # Every header (and the seeds of the images used) is checked before a pixel is read.
+    # The reference first (its metric and detector say more than an image layout that does not fit them), then
+    # every header (and the seeds of the images used), all before a pixel is read.
+    mu_r, sigma_r = load_stats(args.ref)
+
+    def mismatch(dim):
+        return AmedValueError(f"reference statistics {str(args.ref)!r} are {mu_r.shape[0]}-d but --metric "
+                              f"{args.metric} gives {dim}-d features: build the reference with the same metric")
+
+    if args.metric in _INCEPTION_METRICS and mu_r.shape[0] != INCEPTION_DIM:
+        raise mismatch(INCEPTION_DIM)
+    info = stats_info(args.ref)
+    if info.get("metric", args.metric) != args.metric:
+        raise AmedValueError(f"reference statistics {str(args.ref)!r} were made for --metric {info['metric']}, "
+                             f"got --metric {args.metric}")
+    if source is not None and info.get("detector", source) != source:
+        raise AmedValueError(f"reference statistics {str(args.ref)!r} were made with the {info['detector']!r} "
+                             f"Inception, this run uses {source!r}: pass --inception {info['detector']} or rebuild "
+                             f"the reference")
     with SampleShards(args.images, _METRIC_LAYOUT[args.metric]) as shards:
         total = shards.count if args.num is None else args.num
         if shards.count < total:
             raise AmedValueError(f"need {args.num} images for the metric, the inputs hold {shards.count}")
         shards.check_seeds(total, expected)
-        mu_r, sigma_r = load_stats(args.ref)
-
-        def mismatch(dim):
-            return AmedValueError(f"reference statistics {str(args.ref)!r} are {mu_r.shape[0]}-d but --metric "
-                                  f"{args.metric} gives {dim}-d features: build the reference with the same metric")
-
-        if args.metric in _INCEPTION_METRICS and mu_r.shape[0] != INCEPTION_DIM:
-            raise mismatch(INCEPTION_DIM)
-        info = stats_info(args.ref)
-        if info.get("metric", args.metric) != args.metric:
-            raise AmedValueError(f"reference statistics {str(args.ref)!r} were made for --metric {info['metric']}, "
-                                 f"got --metric {args.metric}")
-        if source is not None and info.get("detector", source) != source:
-            raise AmedValueError(f"reference statistics {str(args.ref)!r} were made with the {info['detector']!r} "
-                                 f"Inception, this run uses {source!r}: pass --inception {info['detector']} or rebuild "
-                                 f"the reference")
         # One chunk of images in memory at a time (30k SD images at 512x512 would be 24 GB); only the rows used
         # are decompressed; float64 moments of the features, and the features themselves for the interval.
         moments, kept = FeatureMoments(), []
