@@ -327,6 +327,12 @@ def check_noise(denoiser, noise: Tensor) -> None:
     """noise is [B, *shape] with the adapter's sample shape (ModelInfo.shape) when it declares one."""
     if not isinstance(noise, Tensor):
         raise AmedTypeError(f"noise must be a torch.Tensor, got {type(noise).__name__}")
+    if noise.ndim < 2:
+        raise AmedValueError(f"noise must be [batch, ...], got shape {tuple(noise.shape)}")
+    shape = getattr(getattr(denoiser, "info", None), "shape", None)
+    if shape is not None and tuple(noise.shape[1:]) != tuple(shape):
+        raise AmedValueError(f"noise of shape {list(noise.shape)} does not fit the model: it samples "
+                             f"{list(shape)} per image, so noise must be [B, {', '.join(map(str, shape))}]")
 
 
 def _same_solver(key: str, options: dict, other: dict) -> bool:
@@ -368,15 +374,6 @@ def _grid_settings(denoiser, args: dict, predictor) -> dict:
     if not isinstance(sched, str) and isinstance(args.get("nfe"), _Default):
         return {**args, "nfe": _Default(None)}  # an explicit grid decides the NFE unless one is given
     return args
-
-
-def _run(denoiser, noise: Tensor, args: dict, predictor, keep_trajectory: bool, schedule_kw: dict):
-    if noise.ndim < 2:
-        raise AmedValueError(f"noise must be [batch, ...], got shape {tuple(noise.shape)}")
-    shape = getattr(getattr(denoiser, "info", None), "shape", None)
-    if shape is not None and tuple(noise.shape[1:]) != tuple(shape):
-        raise AmedValueError(f"noise of shape {list(noise.shape)} does not fit the model: it samples "
-                             f"{list(shape)} per image, so noise must be [B, {', '.join(map(str, shape))}]")
 
 
 def _run(denoiser, noise: Tensor, args: dict, predictor, keep_trajectory: bool, schedule_kw: dict):

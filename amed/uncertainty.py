@@ -69,6 +69,27 @@ class Reference:
         return self.fd(f.mean(0), np.cov(f, rowvar=False, ddof=1).reshape(f.shape[1], f.shape[1]))
 
 
+def _fd_bootstrap_gram(c: np.ndarray, pivot: np.ndarray, ref: Reference, n_boot: int, boot_seed: int) -> np.ndarray:
+    """fd_bootstrap for N < D. A replicate's covariance is X^T X / (n - 1) with rows X_i = sqrt(w_i) (c_i - m), so
+    A S A = (X A)^T (X A) / (n - 1) shares its nonzero eigenvalues with the n x n matrix (X A)(X A)^T / (n - 1):
+    one n x n eigendecomposition per replicate instead of a D x D one (6 Inception features: microseconds, not
+    the second a 2048 x 2048 one takes on a CPU)."""
+    n = c.shape[0]
+    g = c @ ref._half  # [n, D], once
+    sq = np.einsum("ij,ij->i", c, c)
+    out = np.empty(n_boot)
+    for b in range(n_boot):
+        w = _replicate_counts(n, b, boot_seed)
+        m = (w @ c) / n
+        x = np.sqrt(w)[:, None] * (g - (w @ g) / n)
+        k = x @ x.T / (n - 1)
+        ev = np.linalg.eigvalsh((k + k.T) / 2)
+        trace = (w @ sq - n * (m @ m)) / (n - 1)
+        diff = pivot + m - ref.mu
+        out[b] = max(float(diff @ diff + trace + ref._trace - 2 * np.sqrt(np.clip(ev, 0, None)).sum()), 0.0)
+    return out
+
+
 def _replicate_counts(n: int, b: int, boot_seed: int) -> np.ndarray:
     """How often each of the n samples appears in replicate b (a function of n, b and the seed only)."""
     idx = np.random.default_rng([int(boot_seed), int(b), int(n)]).integers(0, n, n)
@@ -94,6 +115,8 @@ def fd_bootstrap(features, ref: Reference, n_boot: int = 1000, boot_seed: int = 
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     pivot = f.mean(0)
+    if n < d:  # fewer samples than dimensions: the n x n Gram matrix has the nonzero eigenvalues (any device)
+        return _fd_bootstrap_gram(f - pivot, pivot, ref, n_boot, boot_seed)
     if str(device) == "cpu":  # numpy: far less overhead per small matrix than torch
         c = f - pivot
         out = np.empty(n_boot)

@@ -37,7 +37,7 @@ def test_slurm_run_equals_local_run(tmp_path):
     local, cluster = tmp_path / "local", tmp_path / "slurm"
     local.mkdir()
     cluster.mkdir()
-    r = _run(local, "--cores", "2")
+    r_local = r = _run(local, "--cores", "2")
     assert r.returncode == 0, r.stderr[-3000:]
     r = _run(cluster, "--profile", str(ROOT / "profiles" / "slurm-ci"))
     assert r.returncode == 0, (r.stdout + r.stderr)[-5000:]
@@ -46,3 +46,25 @@ def test_slurm_run_equals_local_run(tmp_path):
         assert (cluster / "results" / name).read_text() == (local / "results" / name).read_text(), name
     # every job ran as a SLURM job except the local report rules, and each wrote its benchmark
     assert list((cluster / "results" / "benchmarks" / "sample").rglob("*.tsv"))
+    # One sbatch job per Snakemake job of a cluster rule (no job ran twice, none ran unsubmitted): the jobs the local
+    # run counted per rule, against the SLURM logs per rule. 64 samples in shards of 32: two sample jobs.
+    local_jobs = _job_stats(r_local.stderr + r_local.stdout)
+    submitted = {d.name.removeprefix("rule_"): len(list(d.rglob("*.log")))
+                 for d in (cluster / ".snakemake" / "slurm_logs").glob("rule_*")}
+    assert submitted["sample"] == 2 and submitted["fid"] == 1, submitted
+    assert all(local_jobs.get(rule) == n for rule, n in submitted.items()), (submitted, local_jobs)
+    assert not {"settings", "table2", "audit", "resolved_config"} & set(submitted), submitted  # localrules
+    print(f"SLURM jobs submitted: {sum(submitted.values())} of {sum(local_jobs.values())} Snakemake jobs: {submitted}")
+
+
+def _job_stats(log: str) -> dict:
+    """{rule: count} from the 'Job stats' table Snakemake prints (the last one)."""
+    table = log.rsplit("Job stats:", 1)[1].splitlines()
+    out = {}
+    for line in table[3:]:
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].isdigit():
+            break
+        if parts[0] != "total":
+            out[parts[0]] = int(parts[1])
+    return out

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from amed.fid import frechet_distance
-from amed.uncertainty import (Comparison, Reference, basic_interval, compare, fd_bootstrap, mean_interval, noise_floor,
+from amed.uncertainty import (BOOT_SEED, Comparison, Reference, _replicate_counts, basic_interval, compare, fd_bootstrap,
+                              mean_interval, noise_floor,
                               normal_interval, verdict)
 
 
@@ -128,3 +129,19 @@ def test_torch_path_equals_numpy_path():
     f = np.random.default_rng(3).normal(size=(80, 6))
     np.testing.assert_allclose(fd_bootstrap(f, ref, 20, device="cpu:0"), fd_bootstrap(f, ref, 20, device="cpu"),
                                rtol=1e-9, atol=1e-12)
+
+
+def test_fewer_samples_than_dimensions_use_the_gram_matrix_with_the_same_replicates():
+    # N < D (a few Inception features): the n x n path gives each replicate's FD as the dense D x D formula does.
+    d, n = 40, 9
+    rng = np.random.default_rng(4)
+    ref = Reference(rng.normal(size=d), _psd(d, 5))
+    f = rng.normal(size=(n, d)) * 1.5 + 0.3
+    got = fd_bootstrap(f, ref, 25)
+    want = []
+    for b in range(25):
+        w = _replicate_counts(n, b, BOOT_SEED)
+        x = np.repeat(f, w.astype(int), axis=0)
+        want.append(ref.fd(x.mean(0), np.cov(x, rowvar=False, ddof=1)))
+    np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-9)
+    assert got.std() > 0
