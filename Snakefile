@@ -46,7 +46,10 @@ RES = config["resources"]
 report: "workflow/report/workflow.rst"
 
 
-onstart:
+onstart:  # what the run will cost, before anything is submitted (also `snakemake plan` -> results/plan.md)
+    costs = grid.network_costs(os.path.join(workflow.basedir, "workflow/resources/network_costs.csv"))
+    for scope in ("all", "paper"):
+        print(grid.format_run_plan(grid.run_plan(config, costs, scope), config, scope), file=sys.stderr)
     print(grid.format_cache_plan(grid.teacher_cache_plan(config), config), file=sys.stderr)
 
 
@@ -66,6 +69,7 @@ include: "workflow/rules/sample.smk"
 include: "workflow/rules/fid.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/beyond.smk"
 include: "workflow/rules/bench.smk"  # `bench` target only; not in `all` or `paper`
 
 
@@ -82,6 +86,28 @@ rule all:
 rule paper:  # Tables 3 (paper config only), 4 and 5, Figures 3/4/5/7, sample grids and the audit of Tables 2-5
     input:
         grid.paper_targets(config),
+
+
+rule plan:  # the cost of this config's run (jobs, GPU-hours, disk per stage; teacher caches) - runs nothing else
+    input:
+        costs=os.path.join(workflow.basedir, "workflow/resources/network_costs.csv"),
+    output:
+        md="results/plan.md",
+        csv="results/plan.csv",
+    params:
+        config=config,
+    log:
+        "results/logs/plan.log",
+    localrule: True
+    conda:
+        "workflow/envs/amed.yaml"
+    script:
+        "workflow/scripts/plan.py"
+
+
+rule beyond:  # AMED on GITS time grids (results/beyond.{csv,md}); not part of `all` or `paper`
+    input:
+        grid.beyond_targets(config),
 
 
 rule figures:

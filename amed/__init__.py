@@ -13,6 +13,8 @@ from .predictor import AMEDConfig, AMEDPredictor, load_predictor
 from .training import train_predictor
 from .plugin import amed_coefficients
 from .errors import AmedError
+from .gridfile import load_grid
+from .gits import search_schedule
 
 __version__ = "0.1.0"
 
@@ -22,6 +24,7 @@ __all__ = [
     "SOLVERS", "make_solver",
     "AMEDConfig", "AMEDPredictor", "load_predictor", "train_predictor", "amed_coefficients", "load_model",
     "AmedError",
+    "search_schedule", "load_grid",
 ]
 
 

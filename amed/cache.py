@@ -14,6 +14,7 @@ difference; a cache is never silently used for something it was not built for.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -108,9 +109,45 @@ class TeacherCache:
         atomic_write_bytes(self.root / "meta.json", (json.dumps(meta, indent=1) + "\n").encode())
 
     # ------------------------------------------------------------------------------------- build
+    @contextlib.contextmanager
+    def _locked(self):
+        """An exclusive lock on the directory (several jobs may build or prune one cache at once: training jobs
+        of several seeds that find it pruned). The shards others wrote meanwhile are read back."""
+        import fcntl  # noqa: PLC0415
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "a+b") as f:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            try:
+                on_disk = self.root / "meta.json"
+                if on_disk.exists():
+                    stored = read_json_object(on_disk, "teacher cache metadata")
+                    if all(stored.get(k) == self.meta[k] for k in self.meta):
+                        self.hashes = dict(stored.get("shard_sha256", {}))
+                yield
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
     def build(self, compute: Callable[[list[int]], torch.Tensor], chunk: int, progress: Callable | None = None) -> None:
         """Compute the missing shards; ``compute(seeds) -> [N, B, *shape]`` is called on ``chunk`` seeds at a time."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        with self._locked():
+            self._build(compute, chunk, progress)
+
+    def prune(self) -> int:
+        """Delete the shards (keep the metadata, so a later build recomputes exactly them); returns bytes freed."""
+        freed = 0
+        with self._locked():
+            for k in range(self.num_shards):
+                path = self.shard_path(k)
+                if path.exists():
+                    freed += path.stat().st_size
+                    path.unlink()
+            self.hashes = {}
+            self._shards, self._checked = {}, set()
+            self._write_meta()
+        return freed
+
+    def _build(self, compute, chunk: int, progress) -> None:
         if not (self.root / "meta.json").exists():
             self._write_meta()
         first = self.meta["first_seed"]

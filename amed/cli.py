@@ -1,4 +1,4 @@
-"""The ``amed`` command: models, solvers, sample, teacher, train, import-predictor, fid, fid-ref.
+"""The ``amed`` command: models, solvers, sample, gits, teacher, train, import-predictor, fid, fid-ref.
 
 Every subcommand writes its output atomically and prints one summary line; a user mistake (an
 ``amed.errors.AmedError``) is a one-line message on stderr and exit status 2, never a traceback. Any
@@ -188,6 +188,7 @@ def cmd_sample(args) -> int:
     import numpy as np  # noqa: PLC0415
 
     from . import load_predictor, parse_seeds, randn_seeds, sample  # noqa: PLC0415
+    from .gridfile import is_grid_path, load_grid  # noqa: PLC0415
     from .plugin import model_guidance  # noqa: PLC0415
     from .sampling import conditioned  # noqa: PLC0415
 
@@ -207,7 +208,13 @@ def cmd_sample(args) -> int:
                  sigma_max=args.sigma_max, rho=args.rho, solver_options=options)
     if cell is not None and predictor is not None:  # an AMED cell: every solver setting comes from the predictor
         given = {k: None for k in given}
-    if predictor is None:
+    grid_file = None
+    if predictor is None and args.schedule is not None and is_grid_path(args.schedule):
+        # A grid file (`amed gits`): the settings not given come from its record; given ones must agree.
+        grid_file = load_grid(args.schedule)
+        kw = {k: v for k, v in given.items() if v is not None and k != "schedule"}
+        kw["schedule"] = grid_file
+    elif predictor is None:
         lo, hi = _sigma_range(model)
         defaults = dict(solver="ipndm", nfe=5, schedule="polynomial", afs=False, sigma_min=lo, sigma_max=hi)
         kw = {k: (defaults.get(k) if v is None else v) for k, v in given.items()}
@@ -215,7 +222,8 @@ def cmd_sample(args) -> int:
         kw = {k: v for k, v in given.items() if v is not None}
     out = Path(args.out)
     images, t0 = [], time.perf_counter()
-    bar = _bar(len(seeds), f"sample {kw['solver'] if predictor is None else 'amed'}", args.quiet)
+    label = "amed" if predictor is not None else kw.get("solver", grid_file.solver if grid_file else "ipndm")
+    bar = _bar(len(seeds), f"sample {label}", args.quiet)
     for i in range(0, len(seeds), args.batch):
         chunk = seeds[i:i + args.batch]
         noise = randn_seeds(chunk, shape, device=device)
@@ -228,6 +236,8 @@ def cmd_sample(args) -> int:
             "compiled": type(model).__name__ == "CompiledDenoiser",
             "guidance": model_guidance(model), "prompts": args.prompts,
             **(kw if predictor is None else {"record": predictor.config.to_json()})}
+    if grid_file is not None:
+        meta.update(schedule=args.schedule, grid_record=grid_file.to_json())
     _save_npz(out, images=imgs, seeds=np.asarray(seeds, dtype=np.int64), meta=np.asarray(json.dumps(meta, default=str)))
     dt = time.perf_counter() - t0
     print(f"sampled {len(seeds)} images {tuple(imgs.shape[1:])} in {dt:.1f} s ({len(seeds) / dt:.1f} img/s) -> {out}")
@@ -313,6 +323,31 @@ def _train_args(args, cell: dict | None) -> dict:
     return {k: v for k, v in kw.items() if v is not None}
 
 
+def cmd_gits(args) -> int:
+    from .gits import search_schedule  # noqa: PLC0415
+
+    cell = _settings(args)
+    if cell is not None:  # a workflow cell with `schedule: gits`: its solver, NFE, AFS, options; the search settings
+        args.amed = cell.get("kind", "baseline") != "baseline" and cell.get("solver") != "amed"
+        args.opt = [f"{k}={v}" for k, v in (cell.get("options") or {}).items()]
+        for k, v in (cell.get("gits") or {}).items():
+            setattr(args, {"warmup": "warmup", "num_fine": "num_fine"}.get(k, k), v)
+    device = _device(args.device)
+    model = _maybe_compile(_load_model(args, device), args.compile, device, _text_to_image(args))
+    log = None if args.quiet else (lambda m: print(m, file=sys.stderr))
+    rec = search_schedule(model, _shape(model), solver=args.solver, nfe=args.nfe, afs=args.afs,
+                          amed=True if args.amed else None, solver_options=_options(args.opt),
+                          num_fine=args.num_fine, num_warmup=args.warmup, coeff=args.coeff, metric=args.metric,
+                          jump=args.jump, teacher=args.teacher, teacher_options=_options(args.teacher_opt) or None,
+                          fine_schedule=args.fine_schedule, rho=args.rho, sigma_min=args.sigma_min,
+                          sigma_max=args.sigma_max, seed=args.seed, batch=args.batch, device=device, log=log)
+    path = rec.save(args.out)
+    kind = "AMED " if rec.amed else ""
+    print(f"GITS grid for {kind}{rec.solver} NFE={rec.nfe} (afs={rec.afs}) on {rec.record['model']}: "
+          f"{[round(t, 4) for t in rec.grid.tolist()]} in {rec.record['search']['wall_seconds']:.1f} s -> {path}")
+    return 0
+
+
 def cmd_teacher(args) -> int:
     from .training import build_teacher_cache, default_config  # noqa: PLC0415
 
@@ -344,7 +379,15 @@ def cmd_train(args) -> int:
     device = _device(args.device)
     model = _load_model(args, device)
     cache = None
-    if args.cache:
+    if args.cache and args.build_cache:  # build or resume it first (a no-op when it is complete; after a prune)
+        from .training import build_teacher_cache, default_config  # noqa: PLC0415
+
+        cfg = default_config(args.solver, args.nfe, **_amed_settings(args, model, cell))
+        t = _train_args(args, cell)
+        dtype = ((cell.get("train") or {}).get("cache_dtype") if cell is not None else None) or args.cache_dtype
+        cache = build_teacher_cache(model, args.cache, cfg, _shape(model), t["num_trajectories"], seed=t["seed"],
+                                    batch=t["batch"], dtype=dtype, device=device, holdout=t["holdout"])
+    elif args.cache:
         from ._io import read_json_object  # noqa: PLC0415
 
         meta_path = Path(args.cache) / "meta.json"
@@ -434,28 +477,29 @@ def cmd_fid(args) -> int:
         unc.update({k: v for k, v in (cell.get("uncertainty") or {}).items() if v is not None})
     source = _inception_choice(args)
     expected = parse_seeds(args.seeds) if args.seeds is not None else None
-    # Every header (and the seeds of the images used) is checked before a pixel is read.
+    # The reference first (its metric and detector say more than an image layout that does not fit them), then
+    # every header (and the seeds of the images used), all before a pixel is read.
+    mu_r, sigma_r = load_stats(args.ref)
+
+    def mismatch(dim):
+        return AmedValueError(f"reference statistics {str(args.ref)!r} are {mu_r.shape[0]}-d but --metric "
+                              f"{args.metric} gives {dim}-d features: build the reference with the same metric")
+
+    if args.metric in _INCEPTION_METRICS and mu_r.shape[0] != INCEPTION_DIM:
+        raise mismatch(INCEPTION_DIM)
+    info = stats_info(args.ref)
+    if info.get("metric", args.metric) != args.metric:
+        raise AmedValueError(f"reference statistics {str(args.ref)!r} were made for --metric {info['metric']}, "
+                             f"got --metric {args.metric}")
+    if source is not None and info.get("detector", source) != source:
+        raise AmedValueError(f"reference statistics {str(args.ref)!r} were made with the {info['detector']!r} "
+                             f"Inception, this run uses {source!r}: pass --inception {info['detector']} or rebuild "
+                             f"the reference")
     with SampleShards(args.images, _METRIC_LAYOUT[args.metric]) as shards:
         total = shards.count if args.num is None else args.num
         if shards.count < total:
             raise AmedValueError(f"need {args.num} images for the metric, the inputs hold {shards.count}")
         shards.check_seeds(total, expected)
-        mu_r, sigma_r = load_stats(args.ref)
-
-        def mismatch(dim):
-            return AmedValueError(f"reference statistics {str(args.ref)!r} are {mu_r.shape[0]}-d but --metric "
-                                  f"{args.metric} gives {dim}-d features: build the reference with the same metric")
-
-        if args.metric in _INCEPTION_METRICS and mu_r.shape[0] != INCEPTION_DIM:
-            raise mismatch(INCEPTION_DIM)
-        info = stats_info(args.ref)
-        if info.get("metric", args.metric) != args.metric:
-            raise AmedValueError(f"reference statistics {str(args.ref)!r} were made for --metric {info['metric']}, "
-                                 f"got --metric {args.metric}")
-        if source is not None and info.get("detector", source) != source:
-            raise AmedValueError(f"reference statistics {str(args.ref)!r} were made with the {info['detector']!r} "
-                                 f"Inception, this run uses {source!r}: pass --inception {info['detector']} or rebuild "
-                                 f"the reference")
         # One chunk of images in memory at a time (30k SD images at 512x512 would be 24 GB); only the rows used
         # are decompressed; float64 moments of the features, and the features themselves for the interval.
         moments, kept = FeatureMoments(), []
@@ -477,13 +521,13 @@ def cmd_fid(args) -> int:
         _save_features(args.features_out, kept)
         rec["features"] = str(args.features_out)
     if unc["n_boot"]:
-        from .uncertainty import BOOT_SEED, Reference, basic_interval, fd_bootstrap  # noqa: PLC0415
+        from .uncertainty import BOOT_SEED, Reference, fd_bootstrap, normal_interval  # noqa: PLC0415
 
         boot_seed = BOOT_SEED if unc["boot_seed"] is None else int(unc["boot_seed"])
         reps = fd_bootstrap(np.concatenate(kept), Reference(mu_r, sigma_r), int(unc["n_boot"]), boot_seed)
-        lo, hi = basic_interval(value, reps, float(unc["level"]))
-        rec.update(ci=[max(lo, 0.0), max(hi, 0.0)], level=float(unc["level"]), n_boot=int(unc["n_boot"]),
-                   boot_seed=boot_seed, interval="basic bootstrap over the evaluated samples (reference fixed)",
+        lo, hi = normal_interval(value, reps, float(unc["level"]))
+        rec.update(ci=[max(lo, 0.0), hi], level=float(unc["level"]), n_boot=int(unc["n_boot"]), boot_seed=boot_seed,
+                   interval="value +- z x bootstrap sd over the evaluated samples (reference statistics fixed)",
                    replicates=[round(float(v), 6) for v in reps])
     if args.out:
         atomic_write_bytes(args.out, (json.dumps(rec) + "\n").encode())
@@ -546,7 +590,8 @@ def _solver_args(p, amed: bool):
     p.add_argument("--solver", default="amed" if amed else None,
                    help="solver key (sample default ipndm); for training 'amed' (AMED-Solver) or the plugin's base")
     p.add_argument("--nfe", type=int, default=5 if amed else None, help="network evaluations (default 5)")
-    p.add_argument("--schedule", default=None, help="time schedule (sample default polynomial)")
+    p.add_argument("--schedule", default=None,
+                   help="time schedule name (sample default polynomial) or a grid file from `amed gits` (.json)")
     p.add_argument("--rho", type=float, default=None, help="schedule exponent (polynomial 7, time_uniform 1)")
     p.add_argument("--afs", action=argparse.BooleanOptionalAction, default=True if amed else None,
                    help="analytical first step (saves one NFE)")
@@ -612,6 +657,38 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cell settings JSON (written by the workflow); its values replace the matching flags")
     _compile_arg(p)
     p.set_defaults(fn=cmd_sample)
+    p = sub.add_parser("gits", help="search a GITS time grid (training-free DP over a fine teacher grid)")
+    p.add_argument("--model", default=None, help="registered model name or checkpoint path (default: embedded)")
+    p.add_argument("--solver", default="ipndm", help="the solver the grid is for; 'amed' for AMED-Solver")
+    p.add_argument("--amed", action="store_true", help="grid for AMED-Plugin on --solver (NFE = 2(N-1) - AFS)")
+    p.add_argument("--nfe", type=int, default=5, help="network evaluations (default 5)")
+    p.add_argument("--afs", action=argparse.BooleanOptionalAction, default=False,
+                   help="analytical first step (baselines: an extra free step chosen after the DP)")
+    p.add_argument("--opt", action="append", metavar="KEY=VALUE", help="solver option, e.g. max_order=3 (repeatable)")
+    p.add_argument("--num-fine", type=int, default=61, help="points of the fine teacher grid")
+    p.add_argument("--warmup", type=int, default=256, help="warm-up samples (teacher trajectories)")
+    p.add_argument("--coeff", type=float, default=1.15, help="DP coefficient (1.15; the authors use 1.20 for SD)")
+    p.add_argument("--metric", default="dev", choices=["dev", "l1", "l2"], help="cost of one jump")
+    p.add_argument("--jump", default=None, choices=["euler", "amed"],
+                   help="how a jump is priced (default: one neutral AMED interval for AMED-Solver and the ddim/dpm2 "
+                        "plugins, the authors' Euler jump otherwise)")
+    p.add_argument("--teacher", default="ipndm", help="warm-up teacher solver")
+    p.add_argument("--teacher-opt", action="append", metavar="KEY=VALUE", help="teacher solver option")
+    p.add_argument("--fine-schedule", default="polynomial", help="schedule of the fine grid")
+    p.add_argument("--rho", type=float, default=None, help="fine-schedule exponent (polynomial: 7)")
+    p.add_argument("--sigma-min", type=float, default=None, help="default: the model's (0.002; SD 0.0292)")
+    p.add_argument("--sigma-max", type=float, default=None, help="default: the model's (80; SD 14.6146)")
+    p.add_argument("--seed", type=int, default=0, help="warm-up noise seeds (disjoint from evaluation seeds)")
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (text-to-image)")
+    p.add_argument("--prompts", default=None, metavar="FILE", help="captions CSV (text-to-image models)")
+    p.add_argument("--quiet", action="store_true", help="no progress messages")
+    p.add_argument("--out", required=True, help="output grid file (.json)")
+    p.add_argument("--settings", default=None, metavar="FILE",
+                   help="cell settings JSON (written by the workflow): the cell's solver, NFE, AFS and search settings")
+    _compile_arg(p)
+    p.set_defaults(fn=cmd_gits)
     p = sub.add_parser("teacher", help="build (or resume) a teacher-trajectory cache")
     _solver_args(p, amed=True)
     _amed_args(p)
@@ -639,6 +716,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="best: the held-out best of the snapshots, the untrained start and the neutral predictor")
     p.add_argument("--validate-every", type=int, default=None, help="validation interval in steps")
     p.add_argument("--cache", default=None, help="teacher cache directory (default: teachers on the fly)")
+    p.add_argument("--build-cache", action="store_true",
+                   help="build or resume the --cache first (a no-op when complete; recomputes a pruned cache)")
+    p.add_argument("--cache-dtype", default="float32", choices=["float16", "float32"],
+                   help="with --build-cache: the cache's precision")
     p.add_argument("--out", required=True, help="output path stem: writes <out>.safetensors and <out>.json")
     p.set_defaults(fn=cmd_train)
     p = sub.add_parser("import-predictor", help="convert an authors' AMED predictor snapshot (.pkl/.pt) to "
@@ -692,7 +773,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     for name, low in (("nfe", 1), ("batch", 1), ("trajectories", 1), ("num", 1), ("steps", 1), ("holdout", 0),
-                      ("validate_every", 1)):
+                      ("validate_every", 1), ("warmup", 1), ("num_fine", 1)):
         v = getattr(args, name, None)
         if v is not None and v < low:
             print(f"amed {args.cmd}: --{name.replace('_', '-')} must be >= {low}, got {v}", file=sys.stderr)

@@ -43,6 +43,8 @@ def student_solver(config: AMEDConfig) -> Solver:
 
 def student_grid(config: AMEDConfig) -> torch.Tensor:
     """The student time grid t_0 > ... > t_{N-1} of a predictor's record."""
+    if config.schedule == "explicit":
+        return torch.tensor(config.grid, dtype=torch.float64)
     return get_schedule(config.schedule, config.num_points, config.sigma_min, config.sigma_max, config.rho)
 
 

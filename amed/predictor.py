@@ -31,7 +31,7 @@ from torch import nn
 
 from ._io import atomic_write_bytes, load_safetensors, read_regular_text, read_safetensors, sha256_file
 from .errors import AmedFileNotFoundError, AmedValueError
-from .schedules import get_schedule
+from .schedules import explicit_grid, get_schedule
 
 __all__ = ["AMEDConfig", "AMEDPredictor", "ConstantPredictor", "load_predictor", "sha256_file", "atomic_write_bytes"]
 
@@ -54,6 +54,7 @@ class AMEDConfig:
     nfe: int = 5
     schedule: str = "time_uniform"
     rho: float | None = 1.0
+    grid: list | None = None  # the student times when schedule == "explicit" (e.g. a GITS grid)
     afs: bool = True
     sigma_min: float = 0.002
     sigma_max: float = 80.0
@@ -114,6 +115,16 @@ class AMEDConfig:
             raise AmedValueError(f"interval_bias must be true or false, got {self.interval_bias!r}")
         if self.recipe == "interval_search" and not self.interval_bias:
             raise AmedValueError("recipe 'interval_search' sets per-interval r biases: it needs interval_bias=True")
+        if self.schedule == "explicit" or self.grid is not None:
+            if self.schedule != "explicit":
+                raise AmedValueError(f"a grid goes with schedule='explicit', got schedule={self.schedule!r}")
+            if self.grid is None:
+                raise AmedValueError("schedule='explicit' needs the grid (a list of times)")
+            self.grid = [float(t) for t in explicit_grid(self.grid, what="the AMED student grid").tolist()]
+            if len(self.grid) != self.num_points:
+                raise AmedValueError(f"NFE={self.nfe} with afs={self.afs} needs {self.num_points} student times, "
+                                 f"the grid has {len(self.grid)}: {self.grid}")
+            self.rho, self.sigma_max, self.sigma_min = None, self.grid[0], self.grid[-1]  # the grid decides
 
     @property
     def plugin(self) -> bool:
@@ -203,7 +214,10 @@ class AMEDPredictor(nn.Module):
     def interval_index(self, t_cur: torch.Tensor) -> int:
         """Which interval of the record's student grid starts at t_cur (for the per-interval r biases)."""
         c = self.config
-        grid = get_schedule(c.schedule, c.num_points, c.sigma_min, c.sigma_max, c.rho)[:-1]
+        if c.schedule == "explicit":
+            grid = torch.tensor(c.grid, dtype=torch.float64)[:-1]
+        else:
+            grid = get_schedule(c.schedule, c.num_points, c.sigma_min, c.sigma_max, c.rho)[:-1]
         flat = t_cur.reshape(-1)
         t = float(flat[0])
         if flat.numel() > 1 and not bool((flat == flat[0]).all()):

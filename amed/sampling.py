@@ -16,7 +16,8 @@ from typing import Callable, Sequence
 
 import torch
 
-from .schedules import get_schedule, schedule_options
+from .gridfile import GridRecord, is_grid_path, load_grid
+from .schedules import explicit_grid, get_schedule, schedule_options
 from .solvers import SOLVERS, Solver, make_solver
 from .errors import AmedTypeError, AmedValueError, DeviceUnavailable, Diverged
 
@@ -193,9 +194,7 @@ def plan(solver: str, nfe: int | None = None, schedule: str | Sequence[float] | 
             rho = 1.0
         grid = get_schedule(schedule, steps + 1, sigma_min, sigma_max, rho, **schedule_kw)
     else:
-        grid = torch.as_tensor(schedule, dtype=torch.float64).flatten()
-        if grid.numel() < 2 or not bool((grid[1:] < grid[:-1]).all()) or not bool((grid > 0).all()):
-            raise AmedValueError(f"an explicit time grid must be positive and strictly decreasing, got {grid.tolist()}")
+        grid = explicit_grid(schedule)
         steps = grid.numel() - 1
         implied = steps * evals_per_step - int(afs)
         if nfe is not None and nfe != implied:
@@ -289,7 +288,13 @@ def _resolve(args: dict, predictor) -> dict:
             continue
         if k == "solver_options" and not v:
             continue
+        grid = getattr(cfg, "grid", None)
+        if k == "schedule" and not isinstance(v, str) and grid is not None:
+            v = "explicit" if explicit_grid(v).tolist() == list(grid) else v  # the record's own grid
         if v != recorded[k]:
+            if k == "schedule" and grid is not None:
+                raise AmedValueError(f"the predictor was trained on the grid {grid}, got schedule={v!r}; "
+                                 f"leave schedule unset to use the predictor's grid")
             raise AmedValueError(f"the predictor was trained for {k}={recorded[k]!r}, got {k}={v!r}; "
                              f"leave {k} unset to use the predictor's setting")
     return recorded
@@ -301,7 +306,9 @@ _SAMPLE_ARGS = ("solver", "nfe", "schedule", "afs", "sigma_min", "sigma_max", "r
 def _check_schedule_kw(schedule, kw: dict) -> None:
     """Extra keywords of sample() are options of the schedule in use; anything else (a misspelt argument) is a
     TypeError naming it."""
-    allowed = schedule_options(schedule) if isinstance(schedule, str) else []
+    if not kw:
+        return
+    allowed = schedule_options(schedule) if isinstance(schedule, str) and schedule != "explicit" else []
     unknown = sorted(set(kw) - set(allowed))
     if not unknown:
         return
@@ -320,6 +327,50 @@ def check_noise(denoiser, noise: Tensor) -> None:
     """noise is [B, *shape] with the adapter's sample shape (ModelInfo.shape) when it declares one."""
     if not isinstance(noise, Tensor):
         raise AmedTypeError(f"noise must be a torch.Tensor, got {type(noise).__name__}")
+
+
+def _same_solver(key: str, options: dict, other: dict) -> bool:
+    """Whether two option dicts configure the same solver (defaults spelled out or not)."""
+    return repr(make_solver(key, **options)) == repr(make_solver(key, **other))
+
+
+def _grid_settings(denoiser, args: dict, predictor) -> dict:
+    """Settings implied by an explicit grid.
+
+    A grid file (a path ending in .json, or a loaded ``GridRecord``) fills every setting left at its
+    default from its record (solver, NFE, AFS, solver options), refuses explicit ones that disagree, and
+    refuses another model. A plain list of times carries no record: the NFE follows from it unless given.
+    """
+    sched = args["schedule"].value if isinstance(args["schedule"], _Default) else args["schedule"]
+    if is_grid_path(sched):
+        sched = load_grid(sched)
+    if isinstance(sched, GridRecord):
+        if predictor is not None:
+            raise AmedValueError(f"a grid file ({sched.name}) cannot be combined with a predictor: the predictor "
+                             f"samples on the grid of its own record")
+        if sched.amed:
+            raise AmedValueError(f"{sched.name} was searched for AMED ({sched.solver}, NFE={sched.nfe}); train a "
+                             f"predictor on it (amed.train_predictor(..., schedule=...)), or pass its times as a list")
+        sched.check_model(denoiser)
+        recorded = {"solver": sched.solver, "nfe": sched.nfe, "afs": sched.afs, "solver_options": sched.solver_options}
+        out = dict(args)
+        for k, want in recorded.items():
+            v = args[k]
+            if isinstance(v, _Default) or (k == "solver_options" and not v):
+                out[k] = _Default(want)
+            elif k == "solver_options" and _same_solver(sched.solver, v, want):
+                out[k] = v  # the same solver spelled out ({"max_order": 4} for iPNDM's default)
+            elif v != want:
+                raise AmedValueError(f"{sched.name} was searched for {k}={want!r}, got {k}={v!r}; leave {k} unset "
+                                 f"or pass the grid's times as a list")
+        out["schedule"] = sched.grid
+        return out
+    if not isinstance(sched, str) and isinstance(args.get("nfe"), _Default):
+        return {**args, "nfe": _Default(None)}  # an explicit grid decides the NFE unless one is given
+    return args
+
+
+def _run(denoiser, noise: Tensor, args: dict, predictor, keep_trajectory: bool, schedule_kw: dict):
     if noise.ndim < 2:
         raise AmedValueError(f"noise must be [batch, ...], got shape {tuple(noise.shape)}")
     shape = getattr(getattr(denoiser, "info", None), "shape", None)
@@ -334,6 +385,7 @@ def _run(denoiser, noise: Tensor, args: dict, predictor, keep_trajectory: bool, 
     for k in ("sigma_min", "sigma_max"):  # unset: the model's own range (0.002..80 for EDM models, SD's table ends)
         if isinstance(args.get(k), _Default) and isinstance(getattr(info, k, None), (int, float)):
             args = {**args, k: _Default(float(getattr(info, k)))}
+    args = _grid_settings(denoiser, args, predictor)
     a = _resolve(args, predictor)
     _check_schedule_kw(a["schedule"], schedule_kw)
     if predictor is not None and schedule_kw:
@@ -376,10 +428,13 @@ def sample(denoiser: Callable, noise: Tensor, solver: str = _Default("ipndm"), n
 
     ``denoiser(x, sigma)`` returns D(x; sigma) for sigma a [B] tensor. ``schedule`` is a registered
     schedule name or an explicit decreasing grid of times. ``sigma_min``/``sigma_max`` default to the
-    adapter's ``info`` range when it has one (SD: 0.0292..14.6), else 0.002..80. ``solver_options`` configure the solver
-    (e.g. ``{"max_order": 3, "lower_order_final": False}``). With ``predictor`` (a trained AMED
-    predictor) every setting comes from the predictor's record, and an explicit setting that
-    disagrees with it is a ValueError.
+    adapter's ``info`` range when it has one (SD: 0.0292..14.6), else 0.002..80. With an explicit
+    grid (a list or tensor of times) the NFE follows from the grid unless ``nfe`` is given; a grid file
+    (``amed.gits.search_schedule``'s output, as a path ending in .json or loaded with
+    ``amed.gridfile.load_grid``) also supplies the solver, AFS and solver options it was searched for.
+    ``solver_options`` configure the solver (e.g. ``{"max_order": 3, "lower_order_final": False}``).
+    With ``predictor`` (a trained AMED predictor) every setting comes from the predictor's record, and
+    an explicit setting that disagrees with it is a ValueError.
     """
     args = dict(solver=solver, nfe=nfe, schedule=schedule, afs=afs, sigma_min=sigma_min, sigma_max=sigma_max,
                 rho=rho, solver_options=solver_options)

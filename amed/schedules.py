@@ -16,7 +16,8 @@ import torch
 
 from .errors import AmedTypeError, AmedValueError
 
-__all__ = ["SCHEDULES", "get_schedule", "schedule_options", "refine_schedule", "teacher_indices", "DiscreteVP"]
+__all__ = ["SCHEDULES", "get_schedule", "schedule_options", "refine_schedule", "teacher_indices", "explicit_grid",
+           "DiscreteVP"]
 
 _F64 = torch.float64
 
@@ -167,23 +168,41 @@ def get_schedule(name: str, num_points: int, sigma_min: float = 0.002, sigma_max
     return t
 
 
+def explicit_grid(values, what: str = "an explicit time grid") -> torch.Tensor:
+    """A given list of times as a float64 tensor, checked: at least 2 points, finite, positive, strictly decreasing."""
+    try:
+        grid = torch.as_tensor(values, dtype=_F64).flatten()
+    except (TypeError, ValueError, RuntimeError):
+        raise AmedValueError(f"{what} must be a list of numbers, got {values!r}") from None
+    vals = grid.tolist()
+    if grid.numel() < 2:
+        raise AmedValueError(f"{what} needs at least 2 time points, got {vals}")
+    if not bool(torch.isfinite(grid).all()) or not bool((grid > 0).all()):
+        raise AmedValueError(f"{what} must be finite and positive, got {vals}")
+    if not bool((grid[1:] < grid[:-1]).all()):
+        raise AmedValueError(f"{what} must be positive and strictly decreasing, got {vals}")
+    return grid
+
+
 def refine_schedule(name_or_grid, num_points: int, M: int, sigma_min: float = 0.002, sigma_max: float = 80.0,
                     rho: float | None = None, **kwargs) -> torch.Tensor:
     """Teacher grid: M points inserted per student interval uniformly in the family's coordinate (Eq. 13).
 
-    For an explicit grid (a tensor) the points are inserted uniformly in log t.
-    Student point n sits at teacher index (M+1)*n (see ``teacher_indices``).
+    For an explicit grid (a tensor) the points are inserted uniformly in log t, the coordinate of AMED's
+    geometric mid-points; the student points themselves are copied, not recomputed, so they sit exactly
+    at teacher index (M+1)*n (see ``teacher_indices``).
     """
     if int(M) != M or M < 0:
         raise AmedValueError(f"M (points inserted per interval) must be a non-negative integer, got {M!r}")
     if isinstance(name_or_grid, str):
         n_tea = (M + 1) * (num_points - 1) + 1
         return get_schedule(name_or_grid, n_tea, sigma_min, sigma_max, rho, **kwargs)
-    grid = torch.as_tensor(name_or_grid, dtype=_F64)
+    grid = explicit_grid(name_or_grid)
     logt = torch.log(grid)
     w = torch.arange(M + 1, dtype=_F64) / (M + 1)
-    inner = (logt[:-1, None] + w[None, :] * (logt[1:, None] - logt[:-1, None])).reshape(-1)
-    return torch.cat([torch.exp(inner), grid[-1:]])
+    inner = torch.exp(logt[:-1, None] + w[None, :] * (logt[1:, None] - logt[:-1, None]))
+    inner[:, 0] = grid[:-1]  # exp(log t) can be one ulp off t
+    return torch.cat([inner.reshape(-1), grid[-1:]])
 
 
 def teacher_indices(num_points: int, M: int) -> torch.Tensor:

@@ -27,7 +27,7 @@ __all__ = ["FORMAT", "VERSION", "read_settings", "write_settings", "sample_setti
 FORMAT = "amed-cell-settings"
 VERSION = 1
 _TOP = {"format", "version", "model", "device", "compile", "guidance", "kind", "solver", "nfe", "schedule", "rho",
-        "afs", "options", "batch", "metric", "num_samples", "train", "label", "dataset", "method", "uncertainty"}
+        "afs", "options", "batch", "metric", "num_samples", "train", "label", "dataset", "method", "uncertainty", "gits"}
 _TRAIN = {"teacher", "M", "teacher_options", "scale_dir", "scale_time", "lr", "trajectories", "holdout", "batch",
           "seed", "seeds", "steps", "epochs", "objective", "select", "validate_every", "cache_dtype", "teacher_cache"}
 _KINDS = ("baseline", "amed_solver", "amed_plugin")
@@ -91,6 +91,10 @@ def validate_settings(s: dict, where: str = "settings") -> dict:
     if u.get("level") is not None and not (_number(u["level"], "uncertainty.level") and 0 < u["level"] < 1):
         raise AmedValueError(f"{where}: uncertainty.level must lie in (0, 1), got {u['level']!r}")
     s["uncertainty"] = u
+    gits = s.get("gits") or {}
+    if not isinstance(gits, dict) or sorted(set(gits) - {"num_fine", "warmup", "coeff", "metric", "seed"}):
+        raise AmedValueError(f"{where}: gits must be an object with num_fine, warmup, coeff, metric, seed; got {gits!r}")
+    s["gits"] = gits
     t = s.get("train") or {}
     if not isinstance(t, dict):
         raise AmedValueError(f"{where}: train must be an object, got {t!r}")

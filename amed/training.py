@@ -43,6 +43,7 @@ import torch
 from .cache import TeacherCache, cache_meta
 from .plugin import (SINGLE_STEP, amed_interval, detach_state, init_state, model_conditioning, model_guidance,
                      run_amed, student_grid, student_solver)
+from .gridfile import grid_times, is_grid_path
 from .predictor import OBJECTIVES, AMEDConfig, AMEDPredictor
 from .sampling import ModelCall, conditioned, randn_seeds, sample_trajectory
 from .schedules import refine_schedule, teacher_indices
@@ -90,6 +91,10 @@ def default_config(solver: str = "amed", nfe: int = 5, **overrides) -> AMEDConfi
     if solver == "ipndm":
         base["solver_options"] = {"max_order": 4}
     overrides = {k: v for k, v in overrides.items() if v is not None}
+    sched = overrides.get("schedule")
+    if sched is not None and (not isinstance(sched, str) or is_grid_path(sched)):  # a grid file, record or times
+        afs = overrides.get("afs", AMEDConfig.__dataclass_fields__["afs"].default)
+        overrides.update(schedule="explicit", grid=grid_times(sched, amed=(solver, nfe, afs)))
     base.update(overrides)
     if "schedule" in overrides and "rho" not in overrides:
         base["rho"] = {"polynomial": 7.0, "time_uniform": 1.0, "discrete": 1.0}.get(overrides["schedule"])
@@ -102,6 +107,9 @@ def default_config(solver: str = "amed", nfe: int = 5, **overrides) -> AMEDConfi
 
 
 def teacher_grid(config: AMEDConfig) -> torch.Tensor:
+    """The student grid refined with M teacher points per interval (an explicit grid: uniformly in log t)."""
+    if config.schedule == "explicit":
+        return refine_schedule(student_grid(config), config.num_points, config.M)
     return refine_schedule(config.schedule, config.num_points, config.M, config.sigma_min, config.sigma_max,
                            config.rho)
 

@@ -49,7 +49,10 @@ def main(argv=None) -> int:
     import grid  # noqa: PLC0415
 
     cfg = yaml.safe_load(open(a.config))
-    cfg.setdefault("uncertainty", {"n_boot": a.n_boot, "level": 0.95, "boot_seed": BOOT_SEED})
+    from snakemake.utils import validate  # noqa: PLC0415 (fills in the schema's defaults, as the workflow does)
+
+    validate(cfg, str(ROOT / "workflow" / "schemas" / "config.schema.yaml"))
+    cfg["uncertainty"]["n_boot"] = a.n_boot
     resolved = grid.methods(cfg)["digits"]
     d = cfg["datasets"]["digits"]
     model = amed.load_model(d["model"])
@@ -63,10 +66,10 @@ def main(argv=None) -> int:
         for nfe in [int(n) for n in a.nfe.split(",")]:
             w = type("W", (), {"dataset": "digits", "method": key, "nfe": nfe})
             s = grid.cell_settings(cfg, "digits", key, nfe)
-            meta = json.loads((Path(a.results) / grid.teacher_input(cfg, w)["teacher"]).read_text())
+            manifest = Path(a.results).parent / grid.teacher_input(cfg, w)["teacher"]  # "results/..." paths
+            meta = json.loads(manifest.read_text())
             meta.pop("shard_sha256", None)
-            cache = TeacherCache(Path(a.results) / grid.teacher_input(cfg, w)["teacher"].replace("teacher.json", "cache"),
-                                 meta)
+            cache = TeacherCache(manifest.parent / "cache", meta)
             kw = train_settings(s)
             over = teacher_settings(s)
             for objective in ("per_interval", "end_to_end"):

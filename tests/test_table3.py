@@ -299,9 +299,10 @@ def table3_config(pipe: Path, caps: Path) -> dict:
     paper = yaml.safe_load((Path(__file__).resolve().parents[1] / "config/paper.yaml").read_text())
     d = copy.deepcopy(paper["datasets"]["sd_v1_4"])
     d.update(model=str(pipe), prompts=str(caps), paper=None, num_samples=8, shard_size=4, batch=4, nfe=[4])
-    d["methods"]["amed_plugin"]["train"].update(trajectories=4, batch=2)
+    d["methods"]["amed_plugin"]["train"].update(trajectories=4, batch=2, holdout=2, steps=2)
     assert d["methods"]["amed_plugin"]["options"] == PLUGIN_OPTS and d["ref"] == "coco-val2014"
-    return {"datasets": {"sdtiny": d}, "table3": {"dataset": "sdtiny"}}
+    # 2048-d features: a bootstrap replicate costs seconds on a CPU, so few of them here.
+    return {"datasets": {"sdtiny": d}, "table3": {"dataset": "sdtiny"}, "uncertainty": {"n_boot": 10}}
 
 
 def test_workflow_table3_end_to_end(tmp_path, tiny_pipeline_8x8, coco, fake_inception_dir, monkeypatch):

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from amed.fid import frechet_distance
-from amed.uncertainty import Comparison, Reference, basic_interval, compare, fd_bootstrap, noise_floor, verdict
+from amed.uncertainty import (Comparison, Reference, basic_interval, compare, fd_bootstrap, mean_interval, noise_floor,
+                              normal_interval, verdict)
 
 
 def _psd(d, seed):
@@ -35,6 +36,30 @@ def test_basic_interval_covers_a_known_fd_and_the_percentile_one_does_not():
         percentile += q_lo <= mu @ mu <= q_hi
     assert 0.88 <= basic / trials <= 0.99  # nominal 0.95 (measured 0.95)
     assert percentile / trials < 0.85  # biased upwards (measured 0.70): why the basic interval is used
+
+
+def test_normal_interval_covers_the_estimators_mean_at_this_n():
+    # The value's interval is about the FD at this N (bias kept): compare with the Monte-Carlo mean of FD_N.
+    d, n = 4, 300
+    mu = np.array([0.3, 0.0, 0.0, 0.0])
+    ref = Reference(np.zeros(d), np.eye(d))
+    draws = [ref.fd_features(np.random.default_rng(10_000 + i).normal(size=(n, d)) + mu) for i in range(2000)]
+    target = float(np.mean(draws))
+    assert target > mu @ mu  # biased upwards at finite N
+    hits = 0
+    for t in range(100):
+        f = np.random.default_rng(t).normal(size=(n, d)) + mu
+        lo, hi = normal_interval(ref.fd_features(f), fd_bootstrap(f, ref, n_boot=300, boot_seed=t))
+        hits += lo <= target <= hi
+    assert 0.88 <= hits / 100 <= 1.0
+
+
+def test_mean_interval_widens_with_the_spread_of_runs():
+    noise = np.random.default_rng(0).normal(0, 0.02, size=(3, 200))
+    tight = mean_interval([1.0, 1.0, 1.0], 1.0 + noise)
+    wide = mean_interval([0.5, 1.0, 1.5], np.array([0.5, 1.0, 1.5])[:, None] + noise)
+    assert tight[0] < 1.0 < tight[1] and wide[0] < 1.0 < wide[1]
+    assert (wide[1] - wide[0]) > 10 * (tight[1] - tight[0])
 
 
 def test_replicates_depend_only_on_n_and_the_seed():
@@ -95,3 +120,11 @@ def test_bad_reference_statistics_are_refused():
         Reference(np.array([np.nan, 0]), np.eye(2))
     with pytest.raises(ValueError, match="positive semi-definite"):
         Reference(np.zeros(2), np.array([[1.0, 0], [0, -1.0]]))
+
+
+def test_torch_path_equals_numpy_path():
+    # The torch path (CUDA in practice; "cpu:0" reaches it on a CPU) gives the numpy path's replicates.
+    ref = Reference(np.zeros(6), np.eye(6) * 2.0)
+    f = np.random.default_rng(3).normal(size=(80, 6))
+    np.testing.assert_allclose(fd_bootstrap(f, ref, 20, device="cpu:0"), fd_bootstrap(f, ref, 20, device="cpu"),
+                               rtol=1e-9, atol=1e-12)

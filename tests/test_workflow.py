@@ -52,7 +52,7 @@ def test_schema_enums_match_the_package_registries():
     schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
     method = schema["$defs"]["method"]["properties"]
     assert set(method["solver"]["enum"]) == set(amed.SOLVERS) | {"amed"} | set(PLUGIN_BASES)
-    assert set(method["schedule"]["enum"]) == set(amed.SCHEDULES)
+    assert set(method["schedule"]["enum"]) == set(amed.SCHEDULES) | {"gits"}  # gits: searched by the workflow
     assert set(method["train"]["properties"]["teacher"]["enum"]) == set(amed.SOLVERS) | {None}  # null: package default
 
 
@@ -122,9 +122,9 @@ def test_dry_run_plans_the_default_grid(tmp_path):
 def test_dry_run_plans_the_paper_grid(tmp_path):
     r = smk(tmp_path, ROOT / "config" / "paper.yaml", "-n", "results/table2.csv", "--quiet", "rules")
     assert r.returncode == 0, r.stderr
-    c = job_counts(r.stdout)  # 30 (method, dataset) rows x 4 NFE x 50 shards; 8 AMED rows x 4 NFE, one training seed
-    assert (c["sample"] + c["sample_seed"], c["fid"] + c["fid_seed"]) == (6000, 120), c
-    assert (c["teacher"], c["train"], c["model"], c["fid_ref"]) == (32, 32, 4, 4), c
+    c = job_counts(r.stdout)  # 30 (method, dataset) rows x 4 NFE x 5 shards; 8 AMED rows x 4 NFE, one training seed
+    assert (c["sample"] + c["sample_seed"], c["fid"] + c["fid_seed"]) == (600, 120), c
+    assert (c["teacher"], c["train"], c["model"], c["fid_ref"]) == (24, 32, 4, 4), c  # LSUN: teacher on the fly
 
 
 def test_lint_is_clean():
@@ -208,3 +208,26 @@ def test_train_defaults_come_from_the_package():
         assert (got["teacher"], got["M"], got["teacher_options"], got["scale_dir"], got["scale_time"]) == \
             (cfg.teacher, cfg.M, cfg.teacher_options, cfg.scale_dir, cfg.scale_time)
         assert got["lr"] == flags["lr"] == 5e-3
+
+
+PRUNE = {"datasets": {"tiny": {"paper": None, "num_samples": 16, "shard_size": 16, "batch": 16, "nfe": [5],
+                               "methods": {"amed_plugin": {
+                                   "kind": "amed_plugin", "solver": "ipndm", "afs": "auto", "options": {"max_order": 4},
+                                   "train": {"M": 1, "trajectories": 32, "holdout": 16, "batch": 16, "steps": 2,
+                                             "seeds": 2, "prune_cache": True}}}}},
+         "uncertainty": {"n_boot": 20}}
+
+
+def test_a_pruned_teacher_cache_is_rebuilt_when_a_training_job_reruns(tmp_path):
+    r = smk(tmp_path, PRUNE, "--cores", "2")
+    assert r.returncode == 0, r.stderr[-3000:]
+    cache = tmp_path / "results/tiny/teacher/amed_plugin/nfe5/cache"
+    assert (cache.parent / "pruned.json").exists() and (cache / "meta.json").exists()
+    assert not list(cache.glob("shard-*.npy"))  # pruned once both seeds' predictors existed
+    before = (tmp_path / "results/tiny/amed_plugin/nfe5/seed1/predictor.safetensors").read_bytes()
+    (tmp_path / "results/tiny/amed_plugin/nfe5/seed1/predictor.json").unlink()
+    r = smk(tmp_path, PRUNE, "--cores", "2")
+    assert r.returncode == 0, r.stderr[-3000:]
+    # the training job rebuilt the cache first: the same teacher, the same predictor; then the cache went again
+    assert (tmp_path / "results/tiny/amed_plugin/nfe5/seed1/predictor.safetensors").read_bytes() == before
+    assert not list(cache.glob("shard-*.npy"))

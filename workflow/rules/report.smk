@@ -112,7 +112,7 @@ rule table_csv:  # Table 3 (SD), 4 (teacher ablation), 5 (schedule ablation): lo
     benchmark:
         "results/benchmarks/{table}_csv.tsv"
     wildcard_constraints:
-        table="table3|table4|table5",
+        table="table3|table4|table5|beyond",
     resources:
         mem_mb=500,
         runtime=5,

@@ -27,3 +27,22 @@ rule teacher:
         "export OMP_NUM_THREADS={threads}; "
         "amed teacher --settings {input.settings:q} {params.prompts} --replace-mismatched --quiet "
         "--out {params.cache:q} > {log:q} 2>&1 && cp {params.cache:q}/meta.json {output:q}"
+
+
+rule teacher_prune:  # train.prune_cache: the shards go once every predictor trained from this cache exists
+    input:
+        manifest="results/{dataset}/teacher/{method}/nfe{nfe}/teacher.json",
+        records=lambda w: grid.cache_consumers(config, w),
+    output:
+        "results/{dataset}/teacher/{method}/nfe{nfe}/pruned.json",
+    log:
+        "results/logs/teacher_prune/{dataset}/{method}/nfe{nfe}.log",
+    benchmark:
+        "results/benchmarks/teacher_prune/{dataset}/{method}/nfe{nfe}.tsv"
+    resources:
+        mem_mb=500,
+        runtime=10,
+    conda:
+        "../envs/amed.yaml"
+    script:
+        "../scripts/prune_cache.py"

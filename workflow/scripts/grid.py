@@ -52,8 +52,9 @@ def check(config: dict) -> None:
             if m["solver"] not in allowed:
                 raise ValueError(f"{key}.solver: {m['solver']!r} is not allowed for kind {m['kind']!r}; "
                                  f"allowed values: {allowed}")
-            if m["schedule"] not in schedules:
-                raise ValueError(f"{key}.schedule: unknown schedule {m['schedule']!r}; allowed values: {schedules}")
+            if m["schedule"] not in schedules and m["schedule"] != "gits":
+                raise ValueError(f"{key}.schedule: unknown schedule {m['schedule']!r}; allowed values: "
+                                 f"{schedules + ['gits']}")
             if m["kind"] != "baseline":
                 t = m["train"]["teacher"]
                 if t not in solvers:
@@ -102,6 +103,15 @@ def check_tables(config: dict) -> None:
         ds = config[t]["dataset"]
         if ds is not None and ds not in ds_all:
             raise ValueError(f"{t}.dataset: unknown dataset {ds!r}; allowed values: {sorted(ds_all)}")
+    b = config["beyond"]
+    if b["dataset"] is not None:
+        if b["dataset"] not in ds_all:
+            raise ValueError(f"beyond.dataset: unknown dataset {b['dataset']!r}; allowed values: {sorted(ds_all)}")
+        known = sorted(ds_all[b["dataset"]]["methods"]) + sorted(b["extra"])
+        for k in b["methods"]:
+            if k not in known:
+                raise ValueError(f"beyond.methods: {k!r} is neither a method of datasets.{b['dataset']} nor of "
+                                 f"beyond.extra; allowed values: {known}")
     t4 = config["table4"]
     if t4["dataset"] is not None:
         for b in t4["methods"]:
@@ -152,6 +162,18 @@ def table_cells(config: dict, table: str) -> list[tuple[str, str, str, dict]]:
                 row = f"{b}[teacher={teacher}]"
                 out.append((ds, row, f"{b}.teacher-{teacher}",
                             _variant(m, d, t, f"table4.methods.{b}", row, f"{m['label'] or b}, teacher {teacher}")))
+    elif table == "beyond":  # each listed method on its own schedule and on a GITS grid searched for it
+        for b in t["methods"]:
+            base = d["methods"][b] if b in d["methods"] else t["extra"][b]
+            for sched in ("own", "gits"):
+                m = copy.deepcopy(base)
+                if sched == "gits":
+                    m.update(schedule="gits", rho=None)
+                m = _resolve_train(m)
+                name = m["schedule"]
+                row = f"{b}[schedule={name}]"
+                out.append((ds, row, b if sched == "own" and b in d["methods"] else f"{b}.schedule-{name}",
+                            _variant(m, d, t, f"beyond.methods.{b}", row, f"{base['label'] or b}, {name}")))
     else:  # table5: schedule ablation of the listed methods
         for b, spec in t["methods"].items():
             for s in t["schedules"]:
@@ -204,7 +226,7 @@ def methods(config: dict) -> dict:
     for ds, d in config["datasets"].items():
         out[ds] = {k: _resolve_train(dict(copy.deepcopy(m), origin=f"datasets.{ds}.methods.{k}", nfe=list(d["nfe"]),
                                           num_samples=d["num_samples"])) for k, m in d["methods"].items()}
-    for table in ("table4", "table5"):
+    for table in ("table4", "table5", "beyond"):
         for ds, _, key, m in table_cells(config, table):
             if cell_key(out, ds, m) is None:
                 out[ds][key] = m
@@ -279,8 +301,11 @@ def predictor_flag(input) -> str:
 
 
 def cache_flag(input) -> str:
-    """`--cache <dir>` next to the teacher manifest; nothing when the teacher is computed on the fly."""
-    return _flag("--cache", os.path.join(os.path.dirname(input.teacher), "cache") if input.get("teacher") else None)
+    """`--cache <dir> --build-cache` next to the teacher manifest (a pruned cache is rebuilt first; a no-op when it is
+    complete); nothing when the teacher is computed on the fly."""
+    if not input.get("teacher"):
+        return ""
+    return _flag("--cache", os.path.join(os.path.dirname(input.teacher), "cache")) + " --build-cache"
 
 
 # ---- Settings travel as data: each job reads its cell's settings file (amed.settings), never flag strings.
@@ -304,7 +329,18 @@ def cell_settings(config, ds: str, key: str, nfe: int) -> dict:
          "uncertainty": dict(config["uncertainty"])}
     if m["kind"] != "baseline":
         s["train"] = {k: copy.deepcopy(m["train"][k]) for k in SETTINGS_TRAIN_KEYS if m["train"].get(k) is not None}
+    if m["schedule"] == "gits":  # the grid the gits stage searched for this cell
+        s.update(schedule=gits_path(ds, key, nfe), rho=None, gits=dict(config["beyond"]["gits"]))
     return s
+
+
+def gits_path(ds: str, key: str, nfe) -> str:
+    return f"results/{ds}/gits/{key}/nfe{nfe}/grid.json"
+
+
+def gits_input(config, w) -> dict:
+    """The GITS grid of a cell whose schedule is `gits` (its jobs depend on it), else nothing."""
+    return {"grid": gits_path(w.dataset, w.method, w.nfe)} if method(config, w)["schedule"] == "gits" else {}
 
 
 def settings_path(w) -> str:
@@ -352,11 +388,12 @@ def teacher_input(config, w) -> dict:
 
 def train_input(config, w) -> dict:
     return {"settings": settings_path(w), "model": f"results/{w.dataset}/model.json", **teacher_input(config, w),
-            **prompts_input(config, w)}
+            **prompts_input(config, w), **gits_input(config, w)}
 
 
 def teacher_rule_input(config, w) -> dict:
-    return {"settings": settings_path(w), "model": f"results/{w.dataset}/model.json", **prompts_input(config, w)}
+    return {"settings": settings_path(w), "model": f"results/{w.dataset}/model.json", **prompts_input(config, w),
+            **gits_input(config, w)}
 
 
 def prompts_input(config, w) -> dict:
@@ -375,7 +412,8 @@ def fid_ref_input(config, w) -> dict:
 
 def sample_input(config, w) -> dict:
     """A sample job's inputs: the cell's settings, the model, and an AMED cell's predictor (record and weights)."""
-    out = {"settings": settings_path(w), "model": f"results/{w.dataset}/model.json", **prompts_input(config, w)}
+    out = {"settings": settings_path(w), "model": f"results/{w.dataset}/model.json", **prompts_input(config, w),
+           **gits_input(config, w)}
     if method(config, w)["kind"] != "baseline":
         stem = f"results/{w.dataset}/{w.method}/nfe{w.nfe}/seed{w.tseed}/predictor"
         out.update(predictor=f"{stem}.json", weights=f"{stem}.safetensors")
@@ -465,6 +503,147 @@ def format_cache_plan(rows: list[dict], config) -> str:
     return "\n".join(lines)
 
 
+def _teacher_nfe(m: dict, nfe: int) -> int:
+    """Network calls of one teacher trajectory: (M + 1)(N - 1) steps of the teacher, Heun 2 calls per step."""
+    solvers, _, _ = registries()
+    t = m["train"]
+    points = (nfe + afs_for(m, nfe)) // 2 + 1
+    return (t["M"] + 1) * (points - 1) * solvers[t["teacher"]].evals_per_step
+
+
+def run_plan(config, costs: dict, scope: str = "all") -> list[dict]:
+    """What a run costs before it starts, per stage: jobs, network calls, GPU-hours at config plan.gpu_tflops
+    (from the FLOPs of one call, workflow/resources/network_costs.csv), and disk. ``scope``: "all" (Table 2) or
+    "paper" (every table of the config). Training counts a backward pass as two forward passes."""
+    import math  # noqa: PLC0415
+
+    from amed.models.registry import model_shape  # noqa: PLC0415
+
+    tflops = float(config["plan"]["gpu_tflops"])
+    resolved = methods(config)
+    rows = {k: {"stage": k, "jobs": 0, "network_calls": 0, "gflops": 0.0, "disk_bytes": 0, "unknown_cost": set()}
+            for k in ("teacher", "train", "sample", "fid")}
+    caches = {r["cache"]: r for r in teacher_cache_plan(config)}
+    seen = set()
+
+    def add(stage, jobs=0, calls=0, gflops_per_call=None, disk=0, extra_gflops=0.0, model=None):
+        r = rows[stage]
+        r["jobs"] += jobs
+        r["network_calls"] += int(calls)
+        r["disk_bytes"] += int(disk)
+        r["gflops"] += extra_gflops + (calls * gflops_per_call if gflops_per_call is not None else 0.0)
+        if calls and gflops_per_call is None:
+            r["unknown_cost"].add(model)
+
+    inception = costs.get("inception-2015-12-05")
+    for ds, d in config["datasets"].items():
+        if scope == "all" and not d["table2"]:
+            continue
+        g = costs.get(d["model"])
+        shape = model_shape(d["model"]) or (3, 64, 64)
+        image_bytes = 512 * 512 * 3 if d["guidance"] is not None else math.prod(shape)  # uint8 (SD: decoded)
+        cfg = 2 if d["guidance"] not in (None, 1, 1.0) else 1
+        for key in (d["methods"] if scope == "all" else resolved[ds]):
+            m = resolved[ds][key]
+            for nfe in (d["nfe"] if scope == "all" else m["nfe"]):
+                k, n = len(runs(config, ds, key)), m["num_samples"]
+                add("sample", k * len(shards(dict(d, num_samples=n))), k * n * nfe * cfg, g, k * n * image_bytes,
+                    model=d["model"])
+                add("fid", k, extra_gflops=k * n * (inception or 0.0) if "inception" in d["metric"] else 0.0)
+                if m["kind"] == "baseline":
+                    continue
+                t = m["train"]
+                traj = math.ceil(t["trajectories"] / t["batch"]) * t["batch"]
+                b = plan_budget_steps(t, traj)
+                points = (nfe + afs_for(m, nfe)) // 2 + 1
+                student = nfe + 2 * (points - 1) if t["objective"] == "per_interval" else 3 * nfe
+                validations = (min(16, b) + 2) if t["holdout"] else 0
+                teacher_calls = _teacher_nfe(m, nfe) * cfg
+                calls = k * (b * t["batch"] * student + validations * t["holdout"] * nfe) * cfg
+                if t["teacher_cache"]:
+                    w = type("W", (), {"dataset": ds, "method": key, "nfe": nfe})
+                    path = teacher_input(config, w)["teacher"].replace("teacher.json", "cache")
+                    if path not in seen:
+                        seen.add(path)
+                        add("teacher", 1, (traj + t["holdout"]) * teacher_calls, g, caches[path]["bytes"] or 0,
+                            model=d["model"])
+                else:  # the teacher on the fly in every training job, again each epoch
+                    calls += k * (b * t["batch"] + t["holdout"]) * teacher_calls
+                add("train", k, calls, g, model=d["model"])
+    out = []
+    for r in rows.values():
+        out.append({"stage": r["stage"], "jobs": r["jobs"], "network_calls": r["network_calls"],
+                    "gpu_hours": round(r["gflops"] * 1e9 / (tflops * 1e12) / 3600, 2), "disk_bytes": r["disk_bytes"],
+                    "unknown_cost": ",".join(sorted(r["unknown_cost"]))})
+    return out
+
+
+def plan_budget_steps(t: dict, traj: int) -> int:
+    """Training steps of a train block (amed.training.plan_budget's rule: steps, else epochs, else one epoch and
+    at least the authors' 79)."""
+    from amed.training import plan_budget  # noqa: PLC0415
+
+    return plan_budget(traj, t["batch"], t["steps"], t["epochs"]).steps
+
+
+def network_costs(path) -> dict:
+    """{model: GFLOPs per network call} from workflow/resources/network_costs.csv."""
+    import csv  # noqa: PLC0415
+
+    with open(path, newline="") as f:
+        return {r["model"]: float(r["gflops_per_call"]) for r in csv.DictReader(f)}
+
+
+def format_run_plan(rows: list[dict], config, scope: str) -> str:
+    total_h = sum(r["gpu_hours"] for r in rows)
+    total_b = sum(r["disk_bytes"] for r in rows)
+    gib = lambda b: f"{b / (1 << 30):.1f} GiB"  # noqa: E731
+    lines = [f"run plan ({scope}): {sum(r['jobs'] for r in rows)} heavy jobs, {total_h:.1f} GPU-hours at "
+             f"{config['plan']['gpu_tflops']:g} TFLOP/s sustained (assumed), {gib(total_b)} on disk"]
+    lines += [f"  {r['stage']}: {r['jobs']} jobs, {r['network_calls']:,} network calls, {r['gpu_hours']:.1f} GPU-h, "
+              f"{gib(r['disk_bytes'])}" + (f" (no FLOP count for {r['unknown_cost']})" if r["unknown_cost"] else "")
+              for r in rows]
+    return "\n".join(lines)
+
+
+def _trained_runs(config, scope: str = "paper"):
+    """(dataset, method key, nfe, training seed) of every trained run (Table 2's only for scope "all")."""
+    resolved = methods(config)
+    for ds, d in config["datasets"].items():
+        if scope == "all" and not d["table2"]:
+            continue
+        for key in (d["methods"] if scope == "all" else resolved[ds]):
+            m = resolved[ds][key]
+            for nfe in (d["nfe"] if scope == "all" else m["nfe"]):
+                for k in train_seeds(m):
+                    yield ds, key, nfe, k
+
+
+def cache_consumers(config, w) -> list[str]:
+    """The predictor records of every run trained from the teacher cache of ``w`` (its owner cell)."""
+    mine = f"results/{w.dataset}/teacher/{w.method}/nfe{w.nfe}/teacher.json"
+    out = []
+    for ds, key, nfe, k in _trained_runs(config):
+        v = type("W", (), {"dataset": ds, "method": key, "nfe": nfe})
+        if ds == w.dataset and teacher_input(config, v).get("teacher") == mine:
+            out.append(f"results/{ds}/{key}/nfe{nfe}/seed{k}/predictor.json")
+    return out
+
+
+def prune_targets(config, scope: str = "all") -> list[str]:
+    """The prune markers of the caches whose cells say train.prune_cache (removed once all their runs trained)."""
+    resolved = methods(config)
+    out = []
+    for ds, key, nfe, _ in _trained_runs(config, scope):
+        m = resolved[ds][key]
+        if m["train"]["prune_cache"] and m["train"]["teacher_cache"]:
+            v = type("W", (), {"dataset": ds, "method": key, "nfe": nfe})
+            marker = teacher_input(config, v)["teacher"].replace("teacher.json", "pruned.json")
+            if marker not in out:
+                out.append(marker)
+    return out
+
+
 def table2_records(config) -> list[str]:
     """The predictor record of every trained run of Table 2 (their validation curves and snapshot choices)."""
     return [f.replace("fid.json", "predictor.json") for f in all_fid(config) if "/seed" in f]
@@ -472,7 +651,7 @@ def table2_records(config) -> list[str]:
 
 def training_curve_targets(config) -> list[str]:
     """The training-curve figure, when Table 2 has trained cells."""
-    return ["results/training_curves.png"] if table2_records(config) else []
+    return (["results/training_curves.png"] if table2_records(config) else []) + prune_targets(config, "all")
 
 
 def noise_floors(config) -> list[str]:
@@ -495,7 +674,12 @@ def paper_targets(config) -> list[str]:
     if config["figures"]["dataset"] is not None:
         figs = ("fig3", "fig4", "fig5") + (("fig7",) if config["figures"]["fig7"]["method"] is not None else ())
         out += [f"results/{f}.{ext}" for f in figs for ext in ("png", "csv")]
-    return out + sample_grids(config) + ["results/audit_paper.csv", "results/audit_paper.md"]
+    return out + sample_grids(config) + ["results/audit_paper.csv", "results/audit_paper.md"] + \
+        prune_targets(config, "paper")
+
+
+def beyond_targets(config) -> list[str]:
+    return ["results/beyond.csv", "results/beyond.md"] if config["beyond"]["dataset"] is not None else []
 
 
 def model_identity(name: str) -> str:

@@ -45,7 +45,7 @@ def cell_text(ds, key, nfe):
     rr = [reps[(ds, key, nfe, r["train_seed"])] for r in sub]
     if all(x is not None for x in rr):
         lo, hi = mean_interval(vals, np.array(rr), level)
-        text += f" [{lo:.2f}, {hi:.2f}]"
+        text += f" [{max(lo, 0.0):.2f}, {hi:.2f}]"
     neutral = sum(r["selected"] == "neutral" for r in sub)
     return text + (f" (neutral {neutral}/{len(sub)})" if neutral else "")
 
@@ -53,9 +53,11 @@ def cell_text(ds, key, nfe):
 level = float(snakemake.params.level)  # noqa: F821
 md = ["# Table 2 (reproduced)", "",
       "Lower is better. Baselines: the value over n samples (evaluation seeds 0..n-1) and its "
-      f"{level:.0%} basic-bootstrap interval over those samples. AMED methods: mean ± standard deviation over the "
-      "training seeds (one predictor each, trained on the same teacher cache, scored on the same evaluation seeds) "
-      "and the interval of that mean (a two-level bootstrap: training seeds and samples). \"neutral k/K\": k of the "
+      f"{level:.0%} interval over other sets of n samples (value ± z × bootstrap standard deviation; like the value "
+      "and the noise floor it keeps the metric's finite-n bias, so compare cells at the same n - the audit compares "
+      "them pairwise). AMED methods: mean ± standard deviation over the training seeds (one predictor each, trained "
+      "on the same teacher cache, scored on the same evaluation seeds) and the interval of that mean (a two-level "
+      "bootstrap: training seeds, then samples). \"neutral k/K\": k of the "
       "K predictors kept the neutral predictor (r = 0.5, c = 1, a = 1: the base solver on the doubled grid) because "
       "it did better on the held-out trajectories than every training snapshot.", ""]
 for ds, d in datasets.items():
