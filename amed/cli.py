@@ -315,7 +315,7 @@ def _train_args(args, cell: dict | None) -> dict:
     kw = dict(num_trajectories=args.trajectories, batch=args.batch, seed=args.seed, holdout=args.holdout)
     if hasattr(args, "lr"):
         kw.update(lr=args.lr, steps=args.steps, epochs=args.epochs, objective=args.objective, select=args.select,
-                  validate_every=args.validate_every)
+                  recipe=args.recipe, validate_every=args.validate_every)
     if cell is not None:
         from .settings import train_settings  # noqa: PLC0415
 
@@ -404,7 +404,7 @@ def cmd_train(args) -> int:
     c = pred.config
     picked = f", kept {c.selected}" if c.validation else ""
     print(f"trained {c.solver} NFE={c.nfe} on {c.model} ({c.num_trajectories} trajectories, {c.steps} steps, "
-          f"{c.objective}, teacher {c.teacher} M={c.M}) in {c.train_seconds:.1f} s, final loss {c.final_loss:.5g}"
+          f"{c.objective}, recipe {c.recipe}, teacher {c.teacher} M={c.M}) in {c.train_seconds:.1f} s, final loss {c.final_loss:.5g}"
           f"{picked} -> {path}")
     return 0
 
@@ -709,6 +709,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="predictor initialisation and batch order (default --seed); several per cache")
     p.add_argument("--objective", default="per_interval", choices=["per_interval", "end_to_end"],
                    help="per_interval: the authors' Algorithm 1; end_to_end: summed losses through the whole student")
+    p.add_argument("--recipe", default="authors", choices=["authors", "interval_search"],
+                   help="authors: r starts at the random initialisation; interval_search: per-interval r biases, each "
+                        "first set by a grid search on its interval's loss (past the r -> 0 trap, NOTES.md 2026-12-01)")
     p.add_argument("--select", default="best", choices=["best", "last"],
                    help="best: the held-out best of the snapshots, the untrained start and the neutral predictor")
     p.add_argument("--validate-every", type=int, default=None, help="validation interval in steps")

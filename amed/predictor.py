@@ -6,7 +6,8 @@ goes through Linear(64->128), SiLU, Linear(128->4); the raw times t_cur and t_ne
 through a shared sinusoidal embedding (8 channels, endpoint=True, sin/cos swapped) and a shared
 Linear(8->8)+SiLU; the 4 + 16 features feed one Linear(20->1) head per output:
 r = sigmoid(.) in (0, 1), c = 1 +- scale_dir, a = 1 +- scale_time. 8,929 parameters with the r head
-only, 8,950 / 8,971 with one / both extra heads.
+only, 8,950 / 8,971 with one / both extra heads. Optionally (``AMEDConfig.interval_bias``, not the
+authors'), the r logit also gets one bias per interval of the student grid: N - 1 more parameters.
 
 A predictor is saved as safetensors weights plus a JSON record of everything it was trained for;
 nothing is pickled. Format 2 binds the two: the weights' safetensors metadata carries the record's
@@ -30,7 +31,7 @@ from torch import nn
 
 from ._io import atomic_write_bytes, load_safetensors, read_regular_text, read_safetensors, sha256_file
 from .errors import AmedFileNotFoundError, AmedValueError
-from .schedules import explicit_grid
+from .schedules import explicit_grid, get_schedule
 
 __all__ = ["AMEDConfig", "AMEDPredictor", "ConstantPredictor", "load_predictor", "sha256_file", "atomic_write_bytes"]
 
@@ -41,6 +42,8 @@ MAX_WEIGHTS_BYTES = 64 << 20  # g_phi is 9k parameters (36 kB)
 # Training objectives: the authors' one update per interval on a detached student (Algorithm 1), or the
 # same per-interval losses summed over the whole student trajectory, one update per batch, no detach.
 OBJECTIVES = ("per_interval", "end_to_end")
+# How training starts r (AMEDConfig.recipe): the authors' random start, or a per-interval search first.
+RECIPES = ("authors", "interval_search")
 
 
 @dataclass
@@ -70,6 +73,14 @@ class AMEDConfig:
     features: bool | None = None
     # The training recipe (amed.training.train_predictor):
     objective: str = "per_interval"  # "per_interval" (authors' Algorithm 1) or "end_to_end"
+    # How r starts: "authors" (the random initialisation, r ~ 0.5 on every interval) or "interval_search"
+    # (needs interval_bias: before training, each interval's r bias is set to the best of a grid of values
+    # by that interval's loss, so that each interval starts in its own basin; the per-interval L2 can have a
+    # false minimum at r -> 0 which a shared start at r ~ 0.5 falls into, NOTES.md 2026-12-01).
+    recipe: str = "authors"
+    # Architecture: g_phi's r logit gets one learned bias per interval index (N - 1 scalars on top of the
+    # authors' 8,929 + heads parameters; zero is the authors' predictor). Files without it load as False.
+    interval_bias: bool = False
     # Filled in by training:
     seed: int = 0  # data seed: which noise seeds the teacher trajectories start from (shared by a cache)
     train_seed: int | None = None  # initialisation and batch order (None: = seed, as before this field existed)
@@ -83,6 +94,7 @@ class AMEDConfig:
     selected: str | None = None  # which candidate was kept: "step K", "init", "neutral" or "last"
     validation: list | None = None  # held-out rollout L2 per validation: {step, updates, endpoint_l2, point_l2}
     train_seconds: float | None = None
+    search: dict | None = None  # recipe interval_search: {"bias": chosen r biases, "trajectories", "loss": per interval}
     final_loss: float | None = None
     loss_per_step: list | None = None
 
@@ -97,6 +109,12 @@ class AMEDConfig:
             raise AmedValueError(f"M (teacher points per interval) must be a non-negative integer, got {self.M!r}")
         if self.objective not in OBJECTIVES:
             raise AmedValueError(f"objective must be one of {list(OBJECTIVES)}, got {self.objective!r}")
+        if self.recipe not in RECIPES:
+            raise AmedValueError(f"recipe must be one of {list(RECIPES)}, got {self.recipe!r}")
+        if not isinstance(self.interval_bias, bool):
+            raise AmedValueError(f"interval_bias must be true or false, got {self.interval_bias!r}")
+        if self.recipe == "interval_search" and not self.interval_bias:
+            raise AmedValueError("recipe 'interval_search' sets per-interval r biases: it needs interval_bias=True")
         if self.schedule == "explicit" or self.grid is not None:
             if self.schedule != "explicit":
                 raise AmedValueError(f"a grid goes with schedule='explicit', got schedule={self.schedule!r}")
@@ -174,6 +192,8 @@ class AMEDPredictor(nn.Module):
         self.fc_r = _linear(feat, 1, g)
         self.fc_scale_dir = _linear(feat, 1, g) if self.config.scale_dir > 0 else None
         self.fc_scale_time = _linear(feat, 1, g) if self.config.scale_time > 0 else None
+        if self.config.interval_bias:  # one r-logit bias per interval, zero: the authors' predictor
+            self.r_bias = nn.Parameter(torch.zeros(self.config.num_points - 1))
         half = noise_channels // 2
         # EDM PositionalEmbedding(endpoint=True): f_k = (1/10000)^(k / (half - 1)).
         self.register_buffer("freqs", (1.0 / 10000) ** (torch.arange(half, dtype=torch.float64) / (half - 1)),
@@ -191,6 +211,23 @@ class AMEDPredictor(nn.Module):
                     head.bias.zero_()
         return p
 
+    def interval_index(self, t_cur: torch.Tensor) -> int:
+        """Which interval of the record's student grid starts at t_cur (for the per-interval r biases)."""
+        c = self.config
+        if c.schedule == "explicit":
+            grid = torch.tensor(c.grid, dtype=torch.float64)[:-1]
+        else:
+            grid = get_schedule(c.schedule, c.num_points, c.sigma_min, c.sigma_max, c.rho)[:-1]
+        flat = t_cur.reshape(-1)
+        t = float(flat[0])
+        if flat.numel() > 1 and not bool((flat == flat[0]).all()):
+            raise AmedValueError(f"predictor with per-interval biases needs one t_cur per batch, got {flat.tolist()!r}")
+        i = int((grid.log() - math.log(t)).abs().argmin())
+        if abs(float(grid[i]) - t) > 1e-5 * t:
+            raise AmedValueError(f"predictor with per-interval biases called at t_cur={t!r}, not a point of its grid "
+                                 f"{[round(float(g), 6) for g in grid]}")
+        return i
+
     def embed(self, t: torch.Tensor) -> torch.Tensor:
         """Sinusoidal embedding of the raw time, [sin, cos] order, then the shared Linear+SiLU."""
         ang = t.to(torch.float64)[:, None] * self.freqs[None, :]
@@ -198,12 +235,16 @@ class AMEDPredictor(nn.Module):
         return torch.nn.functional.silu(self.map_layer0(emb))
 
     def forward(self, h: torch.Tensor, t_cur: torch.Tensor, t_next: torch.Tensor):
+        """(r, c, a) per sample, float64 [B]; t_cur and t_next: [B] or scalar."""
         B = h.shape[0]
         h = h.reshape(B, -1).to(self.enc_layer0.weight.dtype)
         z = self.enc_layer1(torch.nn.functional.silu(self.enc_layer0(h)))
         z = torch.cat([z, self.embed(t_cur.expand(B)), self.embed(t_next.expand(B))], dim=1)
+        logit = self.fc_r(z).squeeze(1)
+        if self.config.interval_bias:
+            logit = logit + self.r_bias[self.interval_index(t_cur)]
         # r in (0, 1) strictly: a float32 sigmoid saturates to 0 or 1, which would put s on a grid point.
-        r = torch.sigmoid(self.fc_r(z)).squeeze(1).double().clamp(1e-6, 1 - 1e-6)
+        r = torch.sigmoid(logit).double().clamp(1e-6, 1 - 1e-6)
         ones = torch.ones_like(r)
         sd, st = self.config.scale_dir, self.config.scale_time
         # The ranges in float64, so that a zero logit gives c = a = 1 exactly (the neutral predictor).

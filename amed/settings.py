@@ -11,7 +11,7 @@ null) take the package's defaults (``amed.training.default_config``), which live
      "metric": "fd-digits", "num_samples": 512,
      "train": {"teacher": "ipndm", "M": 7, "teacher_options": {...}, "scale_dir": 0.01, "scale_time": 0.2,
                "lr": 0.005, "trajectories": 1024, "holdout": 256, "batch": 32, "seed": 0, "steps": 80,
-               "epochs": null, "objective": "per_interval", "select": "best", "cache_dtype": "float32"}}
+               "epochs": null, "objective": "per_interval", "recipe": "authors", "select": "best", "cache_dtype": "float32"}}
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ VERSION = 1
 _TOP = {"format", "version", "model", "device", "compile", "guidance", "kind", "solver", "nfe", "schedule", "rho",
         "afs", "options", "batch", "metric", "num_samples", "train", "label", "dataset", "method", "uncertainty", "gits"}
 _TRAIN = {"teacher", "M", "teacher_options", "scale_dir", "scale_time", "lr", "trajectories", "holdout", "batch",
-          "seed", "seeds", "steps", "epochs", "objective", "select", "validate_every", "cache_dtype", "teacher_cache"}
+          "seed", "seeds", "steps", "epochs", "objective", "recipe", "select", "validate_every", "cache_dtype", "teacher_cache"}
 _KINDS = ("baseline", "amed_solver", "amed_plugin")
 
 
@@ -156,5 +156,5 @@ def train_settings(s: dict) -> dict:
     t = s.get("train") or {}
     return _drop_none(dict(num_trajectories=t.get("trajectories"), batch=t.get("batch"), lr=t.get("lr"),
                            seed=t.get("seed"), holdout=t.get("holdout"), steps=t.get("steps"), epochs=t.get("epochs"),
-                           objective=t.get("objective"), select=t.get("select"),
+                           objective=t.get("objective"), recipe=t.get("recipe"), select=t.get("select"),
                            validate_every=t.get("validate_every")))

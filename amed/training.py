@@ -16,6 +16,12 @@ Gradients reach phi through the network calls made at points that depend on phi 
 always; under ``end_to_end`` also the t_n calls after the first interval); the frozen network is
 differentiated with respect to its input and sigma, the bottleneck feature never.
 
+Recipe ``interval_search`` (not the authors'; needs the per-interval r biases, AMEDConfig.interval_bias):
+before training, each interval's r bias is set to the best of ``SEARCH_BIASES`` by that interval's loss on
+``SEARCH_TRAJECTORIES`` training trajectories, interval after interval, from the start states the
+per_interval objective uses. The per-interval L2 of AMED-Solver can have a false minimum at r -> 0 behind a
+barrier, and the authors' shared start at r ~ 0.5 falls into it (NOTES.md, 2026-12-01).
+
 The budget is counted in training steps (batches), not in trajectories: by default one epoch over the
 training trajectories and at least ``AUTHORS_STEPS`` steps (the authors' 10,000 trajectories at batch
 128), more epochs over the same teacher states when there are fewer trajectories. Epoch 0 visits the
@@ -44,13 +50,18 @@ from .schedules import refine_schedule, teacher_indices
 from .errors import AmedValueError, Diverged
 
 __all__ = ["train_predictor", "default_config", "teacher_states", "training_seeds", "build_teacher_cache",
-           "AUTHORS_STEPS", "Budget", "plan_budget", "rollout_l2", "TrainingDiverged", "end_to_end_loss"]
+           "AUTHORS_STEPS", "Budget", "plan_budget", "rollout_l2", "TrainingDiverged", "end_to_end_loss",
+           "search_interval_bias", "SEARCH_BIASES", "SEARCH_TRAJECTORIES"]
 
 # Noise seeds for training live far from the evaluation seeds 0..49,999.
 TRAIN_SEED_BASE = 1_000_000_000
 # The authors' budget: 10,000 trajectories at batch 128 = 79 batches, i.e. 79 updates per interval.
 AUTHORS_STEPS = 79
 SELECT = ("best", "last")
+# Recipe "interval_search": the r-logit biases tried per interval (-7 .. 4 in steps of 0.5: r from ~0.001 to
+# ~0.98 around a zero logit), on the first 64 training trajectories.
+SEARCH_BIASES = tuple(0.5 * k for k in range(-14, 9))
+SEARCH_TRAJECTORIES = 64
 
 
 class TrainingDiverged(Diverged):
@@ -268,12 +279,51 @@ def end_to_end_loss(config: AMEDConfig, solver, predictor, model: ModelCall, x: 
     return torch.stack(parts).sum(), parts, rca
 
 
+@torch.no_grad()
+def search_interval_bias(config: AMEDConfig, solver, predictor: AMEDPredictor, denoiser, noise: torch.Tensor,
+                         target: torch.Tensor, seeds: list[int], batch: int, grid: torch.Tensor) -> dict:
+    """Recipe ``interval_search``: set ``predictor.r_bias[n]`` to the best of ``SEARCH_BIASES`` by interval n's loss
+    ||x_{n+1} - y_{n+1}||^2 (mean over the given trajectories), for n = 0, 1, ... in turn. Start states as in
+    per_interval training: the teacher's for single-step students, for multistep ones the student's own (with
+    its history) under the biases already chosen. Returns {"bias": chosen [N-1], "loss": [N-1][candidates]}."""
+    if getattr(predictor, "r_bias", None) is None:
+        raise AmedValueError("recipe 'interval_search' needs a predictor with per-interval r biases (interval_bias=True)")
+    single_step = config.solver in SINGLE_STEP
+    chunks = [slice(i, min(i + batch, noise.shape[0])) for i in range(0, noise.shape[0], batch)]
+    xs = [noise[k] * float(grid[0]) for k in chunks]
+    states = [init_state(config, solver) for _ in chunks]
+    chosen, table = [], []
+    for n in range(grid.numel() - 1):
+
+        def run(k, bias):
+            predictor.r_bias[n] = bias
+            x = target[n, chunks[k]] if single_step and n > 0 else xs[k]
+            B = x.shape[0]
+            model = ModelCall(denoiser, afs=config.afs and n == 0, features=True)
+            with conditioned(denoiser, seeds[chunks[k]]):
+                return amed_interval(config, solver, predictor, x, grid[n].expand(B), grid[n + 1].expand(B), model,
+                                     states[k])
+
+        losses = []
+        for bias in SEARCH_BIASES:
+            total = sum(float((run(k, bias)[0] - target[n + 1, chunks[k]]).square().flatten(1).sum(1).sum())
+                        for k in range(len(chunks)))
+            losses.append(total / noise.shape[0])
+        best = SEARCH_BIASES[min(range(len(losses)), key=lambda j: (losses[j], j))]
+        for k in range(len(chunks)):  # advance with the chosen bias
+            xs[k], states[k], _ = run(k, best)
+        predictor.r_bias[n] = best
+        chosen.append(best)
+        table.append(losses)
+    return {"bias": chosen, "loss": table}
+
+
 def train_predictor(denoiser, shape, solver: str = "amed", nfe: int = 5, *, num_trajectories: int = 10_000,
                     batch: int = 128, lr: float = 5e-3, seed: int = 0, cache: TeacherCache | None = None,
                     device="cpu", progress: bool = False, log: Callable[[str], None] | None = None,
                     steps: int | None = None, epochs: float | None = None, train_seed: int | None = None,
                     holdout: int = 0, validate_every: int | None = None, select: str = "best",
-                    objective: str = "per_interval", **config_overrides) -> AMEDPredictor:
+                    objective: str = "per_interval", recipe: str = "authors", **config_overrides) -> AMEDPredictor:
     """Train an AMED predictor for ``denoiser`` (Algorithm 1); returns it with its record filled in.
 
     ``config_overrides`` are AMEDConfig fields (schedule, rho, afs, scale_dir, scale_time, teacher,
@@ -283,7 +333,9 @@ def train_predictor(denoiser, shape, solver: str = "amed", nfe: int = 5, *, num_
     the fly (again each epoch). ``train_seed`` (default ``seed``) draws the predictor's initialisation and
     the batch order of epochs after the first, so several predictors can train on one cache.
     ``steps``/``epochs``: the budget (see ``plan_budget``). ``objective``: "per_interval" (the authors')
-    or "end_to_end". With ``holdout`` > 0 the student's rollout on the held-out trajectories is
+    or "end_to_end". ``recipe``: "authors" (r starts at the random initialisation) or "interval_search"
+    (per-interval r biases, each first set by a search over its interval's loss; see the module docstring;
+    the record's ``search`` holds the biases chosen). With ``holdout`` > 0 the student's rollout on the held-out trajectories is
     validated every ``validate_every`` steps and, with ``select="best"``, the predictor returned is the
     best of those snapshots, the untrained start and the neutral predictor (``select="last"``: the last
     one, as the authors ship it; the validation is still recorded).
@@ -304,7 +356,9 @@ def train_predictor(denoiser, shape, solver: str = "amed", nfe: int = 5, *, num_
     for k in ("sigma_min", "sigma_max"):  # unset: the model's own range (as amed.sample)
         if config_overrides.get(k) is None and isinstance(getattr(info, k, None), (int, float)):
             config_overrides[k] = float(getattr(info, k))
-    config = default_config(solver, nfe, objective=objective, **config_overrides)
+    if recipe == "interval_search" and config_overrides.get("interval_bias") is None:
+        config_overrides["interval_bias"] = True
+    config = default_config(solver, nfe, objective=objective, recipe=recipe, **config_overrides)
     name, sha = _model_identity(denoiser)
     config.model, config.model_sha256, config.shape = name, sha, tuple(shape)
     config.guidance = model_guidance(denoiser)
@@ -349,6 +403,22 @@ def train_predictor(denoiser, shape, solver: str = "amed", nfe: int = 5, *, num_
         if log is not None:
             log(f"validation step {step}: held-out endpoint L2 {endpoint:.5f}")
 
+    t_search = 0.0
+    if config.recipe == "interval_search":  # the searched start is the "init" candidate below
+        t0 = time.perf_counter()
+        s_seeds = seeds_all[:min(n_train, SEARCH_TRAJECTORIES)]
+        s_noise = randn_seeds(s_seeds, shape, device=device)
+        s_target = []
+        for i in range(0, len(s_seeds), batch):
+            with conditioned(denoiser, s_seeds[i:i + batch]):
+                s_target.append(teacher(s_seeds[i:i + batch], s_noise[i:i + batch]))
+        found = search_interval_bias(config, solver_obj, predictor, denoiser, s_noise, torch.cat(s_target, dim=1),
+                                     s_seeds, batch, grid)
+        config.search = {"bias": found["bias"], "trajectories": len(s_seeds),
+                         "loss": [min(row) for row in found["loss"]]}
+        t_search = time.perf_counter() - t0
+        if log is not None:
+            log(f"interval_search: r biases {found['bias']}, per-interval loss {config.search['loss']}")
     updates = 0
     if val is not None:
         validate(0, 0, "init")
@@ -420,7 +490,7 @@ def train_predictor(denoiser, shape, solver: str = "amed", nfe: int = 5, *, num_
             predictor.load_state_dict(candidates[best][2])
         else:
             selected = f"step {budget.steps}"
-    config.train_seconds = round(time.perf_counter() - start, 3)
+    config.train_seconds = round(time.perf_counter() - start + t_search, 3)
     config.loss_per_step = [float(v) for v in losses]
     config.final_loss = float(losses.sum())
     config.steps, config.updates, config.epochs = budget.steps, updates, round(budget.epochs, 6)

@@ -1,7 +1,9 @@
 """results/beyond.md: each method on its own schedule and on a GITS grid (mean ± sd over training seeds, interval),
 and the verdicts of two claims per NFE, judged like the audit's (paired over evaluation seeds, two-level over
 training seeds): "GITS improves the base solver" (base[gits] < base[own]) and "AMED on GITS beats both"
-(AMED[gits] < AMED[own] and AMED[gits] < its base solver[gits], where that base is in the comparison)."""
+(AMED[gits] < AMED[own] and AMED[gits] < its base solver[gits], where that base is in the comparison); for a
+method trained with another recipe (train.recipe, e.g. interval_search), "the recipe beats the authors'" against
+the same method under the authors' recipe, on each schedule."""
 import json
 import sys
 
@@ -80,6 +82,29 @@ for m in b["methods"]:
         counts[v] += 1
         rows.append((text, nfe, diff, v))
         md.append(f"| {text} | {nfe} | {diff} | {v} |")
+
+
+def recipe(m):
+    return (specs[m].get("train") or {}).get("recipe") or "authors"
+
+
+# A method trained with another recipe (e.g. interval_search) against the same method under the authors' recipe.
+for m in b["methods"]:
+    if specs[m]["kind"] == "baseline" or recipe(m) == "authors":
+        continue
+    same = ("kind", "solver", "schedule", "afs")
+    sib = next((k for k in b["methods"] if recipe(k) == "authors"
+                and all(specs[k].get(f) == specs[m].get(f) for f in same)), None)
+    if sib is None:
+        continue
+    for sched in ("own", "gits"):
+        for nfe in nfes:
+            v, c = judge(key(m, sched), key(sib, sched), nfe)
+            text = f"recipe {recipe(m)} beats the authors': {key(m, sched)} < {key(sib, sched)}"
+            diff = f"{c.difference:+.2f} [{c.lo:+.2f}, {c.hi:+.2f}]"
+            counts[v] += 1
+            rows.append((text, nfe, diff, v))
+            md.append(f"| {text} | {nfe} | {diff} | {v} |")
 md.insert(2, f"**{len(rows)} claims: {counts['held']} held, {counts['not held']} not held, "
              f"{counts['inconclusive']} inconclusive.**")
 md.insert(3, "")

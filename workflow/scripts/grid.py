@@ -310,7 +310,8 @@ def cache_flag(input) -> str:
 
 # ---- Settings travel as data: each job reads its cell's settings file (amed.settings), never flag strings.
 SETTINGS_TRAIN_KEYS = ("teacher", "M", "teacher_options", "scale_dir", "scale_time", "lr", "trajectories", "holdout",
-                       "batch", "seed", "steps", "epochs", "objective", "select", "validate_every", "cache_dtype")
+                       "batch", "seed", "steps", "epochs", "objective", "recipe", "select", "validate_every",
+                       "cache_dtype")
 
 
 def compile_setting(config) -> str:
