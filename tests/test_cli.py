@@ -56,8 +56,13 @@ def test_user_mistakes_are_one_line_errors(tmp_path, capsys, argv, msg):
 def test_fid_rejects_a_file_without_images(tmp_path, capsys):
     bad = tmp_path / "bad.npz"
     np.savez(bad, x=np.zeros(3))
-    assert main(["fid", "--images", str(bad), "--ref", str(bad)]) == 2
+    ref = tmp_path / "ref.npz"
+    np.savez(ref, mu=np.zeros(64), sigma=np.eye(64))
+    assert main(["fid", "--images", str(bad), "--ref", str(ref)]) == 2
     assert "holds no 'images' array" in capsys.readouterr().err
+    # The reference is read first: a bad one is named before the images are opened.
+    assert main(["fid", "--images", str(bad), "--ref", str(bad)]) == 2
+    assert "lack key(s) ['mu', 'sigma']" in capsys.readouterr().err
 
 
 def test_training_refuses_a_cache_built_for_other_settings(tmp_path, capsys):
