@@ -52,6 +52,7 @@ def positive(value: str) -> bool:
     return math.isfinite(float(value)) and float(value) > 0
 
 
+@pytest.mark.slow
 def test_dry_run_plans_the_four_csvs_and_all_does_not(tmp_path):
     r = smk(tmp_path, "-n", "--cores", "1", "bench")
     assert r.returncode == 0, r.stderr
@@ -62,6 +63,7 @@ def test_dry_run_plans_the_four_csvs_and_all_does_not(tmp_path):
     assert "bench" not in r.stdout, r.stdout
 
 
+@pytest.mark.slow
 def test_bench_training_rule_runs(tmp_path):
     r = smk(tmp_path, "--cores", "1", "results/bench/training.csv")
     assert r.returncode == 0, r.stdout + r.stderr

@@ -8,6 +8,7 @@ import pytest
 from amed.cli import main
 
 
+@pytest.mark.slow
 def test_sample_train_fid_round_trip(tmp_path, capsys):
     out = tmp_path / "s.npz"
     assert main(["sample", "--solver", "ipndm", "--nfe", "3", "--seeds", "0-15", "--batch", "8", "--quiet",

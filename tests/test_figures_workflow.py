@@ -20,6 +20,9 @@ pytest.importorskip("snakemake")
 SCHEMA = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
 
 
+pytestmark = pytest.mark.slow  # Snakemake end to end: `pytest -m "not slow"` skips this module
+
+
 def test_new_sections_are_documented_with_defaults():
     props = SCHEMA["properties"]
     for key in ("table3", "table4", "table5", "figures"):

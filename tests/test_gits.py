@@ -331,6 +331,7 @@ def test_grid_file_as_schedule(tmp_path, model, searched):
 
 
 # ------------------------------------------------------------------------------- AMED on a grid
+@pytest.mark.slow
 @pytest.mark.parametrize("solver,amed_grid", [("ipndm", True), ("amed", True)])
 def test_amed_trains_and_samples_on_a_searched_grid(tmp_path, model, solver, amed_grid):
     shape = model.info.shape

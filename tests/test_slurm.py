@@ -20,9 +20,9 @@ TINY = {"datasets": {"tiny": {"paper": "cifar10", "num_samples": 64, "shard_size
                               "methods": {"ipndm": {"label": "iPNDM", "solver": "ipndm",
                                                     "options": {"max_order": 4}}}}}}
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     os.environ.get("AMED_SLURM_TEST") != "1" or shutil.which("sbatch") is None,
-    reason="needs a SLURM cluster: run `bash ../shared/tools/slurm-local-up.sh` and set AMED_SLURM_TEST=1")
+    reason="needs a SLURM cluster: run `bash ../shared/tools/slurm-local-up.sh` and set AMED_SLURM_TEST=1")]
 
 
 def _run(work: Path, *args, timeout: int = 600) -> subprocess.CompletedProcess:

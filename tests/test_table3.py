@@ -232,6 +232,7 @@ def _sample(pipe, out, seeds, caps, *extra):
         return f["images"], json.loads(str(f["meta"]))
 
 
+@pytest.mark.slow
 def test_cli_sample_teacher_train_on_sd(tmp_path, tiny_pipeline_8x8, capsys):
     pipe, caps = tiny_pipeline_8x8, _captions(tmp_path / "caps.csv")
     both, meta = _sample(pipe, tmp_path / "a.npz", "0-1", caps)
@@ -275,6 +276,7 @@ def test_text_flags_on_a_pixel_model_are_an_error(tmp_path, capsys, flag):
         assert f"{flag[0]} apply to text-to-image" in err and "'digits-8'" in err and err.count("\n") == 0
 
 
+@pytest.mark.slow
 def test_fid_inception_on_sd_samples_and_dimension_check(tmp_path, tiny_pipeline_8x8, coco, inception, capsys):
     caps = _captions(tmp_path / "caps.csv")
     _sample(tiny_pipeline_8x8, tmp_path / "s.npz", "0-3", caps)
@@ -305,6 +307,7 @@ def table3_config(pipe: Path, caps: Path) -> dict:
     return {"datasets": {"sdtiny": d}, "table3": {"dataset": "sdtiny"}, "uncertainty": {"n_boot": 10}}
 
 
+@pytest.mark.slow
 def test_workflow_table3_end_to_end(tmp_path, tiny_pipeline_8x8, coco, fake_inception_dir, monkeypatch):
     pytest.importorskip("snakemake")
     import pandas as pd

@@ -127,6 +127,21 @@ def test_dry_run_plans_the_paper_grid(tmp_path):
     assert (c["teacher"], c["train"], c["model"], c["fid_ref"]) == (24, 32, 4, 4), c  # LSUN: teacher on the fly
 
 
+def test_sample_jobs_need_the_predictor_weights_and_rules_call_the_amed_entry_point(tmp_path):
+    # A truncated or missing predictor.safetensors must make Snakemake (re)train, not sample from a record alone;
+    # every shell line calls the `amed` entry point (under --sdm conda: the rule's environment), never the
+    # interpreter that parsed the Snakefile.
+    target = "results/digits/amed_plugin/nfe5/seed0/samples/000000.npz"
+    r = smk(tmp_path, ROOT / "config.yaml", "-n", "-p", target)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout + r.stderr
+    assert "results/digits/amed_plugin/nfe5/seed0/predictor.safetensors" in out.split("rule sample_seed:")[1]
+    shells = [line.split("Shell command:", 1)[-1].strip() for line in out.splitlines() if "--settings" in line]
+    assert len(shells) == 3, shells  # teacher, train, sample
+    assert all(re.fullmatch(r"export OMP_NUM_THREADS=\d+; amed (teacher|train|sample) .*", c) for c in shells), shells
+    assert " -m amed" not in out
+
+
 def test_lint_is_clean():
     r = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--lint"], capture_output=True,
                        text=True, env=ENV, cwd=ROOT)
@@ -152,6 +167,7 @@ def _incomplete(work: Path) -> set:
     return {Path(n).name for n in names}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["sigint", "sigkill"])
 def test_kill_during_sampling_then_rerun(tmp_path, reference_run, sig):
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(TINY))
@@ -218,6 +234,7 @@ PRUNE = {"datasets": {"tiny": {"paper": None, "num_samples": 16, "shard_size": 1
          "uncertainty": {"n_boot": 20}}
 
 
+@pytest.mark.slow
 def test_a_pruned_teacher_cache_is_rebuilt_when_a_training_job_reruns(tmp_path):
     r = smk(tmp_path, PRUNE, "--cores", "2")
     assert r.returncode == 0, r.stderr[-3000:]

@@ -331,7 +331,8 @@ def cell_settings(config, ds: str, key: str, nfe: int) -> dict:
     if m["kind"] != "baseline":
         s["train"] = {k: copy.deepcopy(m["train"][k]) for k in SETTINGS_TRAIN_KEYS if m["train"].get(k) is not None}
     if m["schedule"] == "gits":  # the grid the gits stage searched for this cell
-        s.update(schedule=gits_path(ds, key, nfe), rho=None, gits=dict(config["beyond"]["gits"]))
+        s.update(schedule=gits_path(ds, gits_owner(config, ds, key, nfe), nfe), rho=None,
+                 gits=dict(config["beyond"]["gits"]))
     return s
 
 
@@ -339,9 +340,25 @@ def gits_path(ds: str, key: str, nfe) -> str:
     return f"results/{ds}/gits/{key}/nfe{nfe}/grid.json"
 
 
+def _gits_signature(m: dict, nfe: int) -> tuple:
+    """What a GITS search depends on besides the model and the beyond.gits settings (amed gits --settings)."""
+    return (m["kind"] != "baseline" and m["solver"] != "amed", m["solver"], repr(sorted(m["options"].items())),
+            afs_for(m, nfe))
+
+
+def gits_owner(config, ds: str, key: str, nfe) -> str:
+    """The cell whose GITS grid this one uses: the first `gits` method of the dataset with the same search
+    (e.g. AMED-Solver under another training recipe shares AMED-Solver's grid instead of searching it again)."""
+    ms = methods(config)[ds]
+    want = _gits_signature(ms[key], int(nfe))
+    return next(k for k, m in ms.items() if m["schedule"] == "gits" and _gits_signature(m, int(nfe)) == want)
+
+
 def gits_input(config, w) -> dict:
     """The GITS grid of a cell whose schedule is `gits` (its jobs depend on it), else nothing."""
-    return {"grid": gits_path(w.dataset, w.method, w.nfe)} if method(config, w)["schedule"] == "gits" else {}
+    if method(config, w)["schedule"] != "gits":
+        return {}
+    return {"grid": gits_path(w.dataset, gits_owner(config, w.dataset, w.method, w.nfe), w.nfe)}
 
 
 def settings_path(w) -> str:
