@@ -82,6 +82,19 @@ def test_paper_config_plans_every_target_and_reuses_table2_cells(tmp_path):
     assert (c["sample_grid"], c["table_csv"], c["audit_paper"], c["fig4"]) == (120, 3, 1, 1), c
 
 
+
+def test_paper_config_plans_beyond_on_cifar10_and_the_default_shares_gits_grids(tmp_path):
+    r = smk(tmp_path, ROOT / "config/paper.yaml", "-n", "beyond", "--quiet", "rules")
+    assert r.returncode == 0, r.stderr
+    c = job_counts(r.stdout)
+    # 3 methods x 4 NFE GITS grids; iPNDM's own schedule is Table 2's; 4 new AMED cells per method, 5 shards each.
+    assert (c["gits"], c["sample"], c["sample_seed"], c["train"]) == (12, 40, 80, 16), c
+    # The default's AMED-Solver under interval_search searches no grid of its own: 3 searched methods x 4 NFE.
+    r = smk(tmp_path, ROOT / "config.yaml", "-n", "beyond", "--quiet", "rules")
+    assert r.returncode == 0, r.stderr
+    assert job_counts(r.stdout)["gits"] == 12
+
+
 TINY = {
     "datasets": {"tiny": {
         "paper": "cifar10", "num_samples": 32, "shard_size": 32, "batch": 32, "nfe": [5],
