@@ -331,7 +331,7 @@ def cmd_gits(args) -> int:
         args.amed = cell.get("kind", "baseline") != "baseline" and cell.get("solver") != "amed"
         args.opt = [f"{k}={v}" for k, v in (cell.get("options") or {}).items()]
         for k, v in (cell.get("gits") or {}).items():
-            setattr(args, {"warmup": "warmup", "num_fine": "num_fine"}.get(k, k), v)
+            setattr(args, k, v)  # num_fine, warmup, jump_warmup, coeff, metric, seed: the flags' own names
     device = _device(args.device)
     model = _maybe_compile(_load_model(args, device), args.compile, device, _text_to_image(args))
     log = None if args.quiet else (lambda m: print(m, file=sys.stderr))
@@ -340,7 +340,8 @@ def cmd_gits(args) -> int:
                           num_fine=args.num_fine, num_warmup=args.warmup, coeff=args.coeff, metric=args.metric,
                           jump=args.jump, teacher=args.teacher, teacher_options=_options(args.teacher_opt) or None,
                           fine_schedule=args.fine_schedule, rho=args.rho, sigma_min=args.sigma_min,
-                          sigma_max=args.sigma_max, seed=args.seed, batch=args.batch, device=device, log=log)
+                          sigma_max=args.sigma_max, seed=args.seed, batch=args.batch, jump_warmup=args.jump_warmup,
+                          device=device, log=log)
     path = rec.save(args.out)
     kind = "AMED " if rec.amed else ""
     print(f"GITS grid for {kind}{rec.solver} NFE={rec.nfe} (afs={rec.afs}) on {rec.record['model']}: "
@@ -680,6 +681,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sigma-max", type=float, default=None, help="default: the model's (80; SD 14.6146)")
     p.add_argument("--seed", type=int, default=0, help="warm-up noise seeds (disjoint from evaluation seeds)")
     p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--jump-warmup", type=int, default=None, metavar="N",
+                   help="price the jumps on the first N warm-up samples (default: all; AMED jumps cost a call each)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (text-to-image)")
     p.add_argument("--prompts", default=None, metavar="FILE", help="captions CSV (text-to-image models)")

@@ -192,12 +192,15 @@ def _amed_jumps(denoiser, solver: str, solver_options: dict, nfe: int, afs: bool
 def cost_matrix(denoiser, shape, fine: Tensor, seeds: list[int], *, metric: str = "dev", jump: str = "euler",
                 afs_first: bool = False, teacher: str = "ipndm", teacher_options: dict | None = None,
                 amed_solver: tuple[str, dict, int, bool] | None = None, batch: int = 256,
-                device="cpu") -> tuple[np.ndarray, Tensor]:
+                jump_warmup: int | None = None, device="cpu") -> tuple[np.ndarray, Tensor]:
     """GITS steps 1-2: the mean cost C[i][j] (i < j; +inf elsewhere) over the warm-up seeds, and the
     teacher's final states [len(seeds), ...] (for the AFS choice).
 
     ``afs_first``: jumps from index 0 start along the analytical direction (AMED's AFS). ``jump="amed"``
-    needs ``amed_solver = (solver, solver_options, nfe, afs)`` of the AMED student.
+    needs ``amed_solver = (solver, solver_options, nfe, afs)`` of the AMED student. ``jump_warmup``: AMED
+    jumps are priced on the first ``jump_warmup`` warm-up trajectories only (default: all; the teacher still
+    runs on every seed, for the AFS choice): an AMED jump costs one network call per (i, j) pair and sample,
+    about 30x the warm-up itself on 61 fine points. Euler jumps cost no call and always use every trajectory.
     """
     if metric not in METRICS:
         raise AmedValueError(f"unknown metric {metric!r}; choose one of {list(METRICS)}")
@@ -205,17 +208,23 @@ def cost_matrix(denoiser, shape, fine: Tensor, seeds: list[int], *, metric: str 
         raise AmedValueError(f"unknown jump {jump!r}; choose one of {list(JUMPS)}")
     if jump == "amed" and amed_solver is None:
         raise AmedValueError("jump='amed' needs the AMED student's (solver, solver_options, nfe, afs)")
+    if jump_warmup is not None and (int(jump_warmup) != jump_warmup or not 1 <= jump_warmup <= len(seeds)):
+        raise AmedValueError(f"jump_warmup must be an integer in 1..{len(seeds)} (the warm-up size), got {jump_warmup!r}")
+    priced = len(seeds) if jump_warmup is None or jump == "euler" else int(jump_warmup)
     n = fine.numel()
     t = fine.to(device)
     total = torch.zeros(n, n, dtype=torch.float64, device=device)
     finals = []
     for lo in range(0, len(seeds), batch):
         chunk = seeds[lo:lo + batch]
-        B = len(chunk)
         noise = randn_seeds(chunk, shape, device=device)
         with conditioned(denoiser, chunk):
             traj, Ds = _teacher(denoiser, noise, fine, teacher, teacher_options or {})
             finals.append(traj[-1])
+            B = min(len(chunk), priced - lo)  # the trajectories of this chunk that price the jumps
+            if B <= 0:
+                continue
+            chunk, traj, Ds = chunk[:B], traj[:, :B], Ds[:, :B]
             X = traj.double().flatten(2)  # [n, B, F]
             chord = (X[0], X[-1])
             for i in range(n - 1):
@@ -240,7 +249,7 @@ def cost_matrix(denoiser, shape, fine: Tensor, seeds: list[int], *, metric: str 
                         rows.append(xn.double().reshape(m, B, -1))
                     pts = torch.cat(rows)
                 total[i, i + 1:] += _metric(pts, X[i + 1:], chord, metric).sum(1)
-    C = (total / len(seeds)).cpu().numpy()
+    C = (total / priced).cpu().numpy()
     C[np.tril_indices(n)] = np.inf
     return C, torch.cat(finals)
 
@@ -280,7 +289,7 @@ def search_schedule(denoiser, shape, solver: str = "ipndm", nfe: int = 5, *, afs
                     num_warmup: int = 256, coeff: float = 1.15, metric: str = "dev", jump: str | None = None,
                     teacher: str = "ipndm", teacher_options: dict | None = None, fine_schedule: str = "polynomial",
                     rho: float | None = 7.0, sigma_min: float | None = None, sigma_max: float | None = None,
-                    seed: int = 0, batch: int = 256, device="cpu",
+                    seed: int = 0, batch: int = 256, jump_warmup: int | None = None, device="cpu",
                     log: Callable[[str], None] | None = None) -> GridRecord:
     """Search a GITS time grid for ``solver`` at ``nfe`` on ``denoiser``; returns it with its record
     (``.grid`` the float64 times, ``.save(path)`` writes the grid file).
@@ -290,6 +299,7 @@ def search_schedule(denoiser, shape, solver: str = "ipndm", nfe: int = 5, *, afs
     baselines and multistep plugins) or "amed" (one neutral AMED interval; the default for AMED-Solver and
     the DDIM / DPM-Solver-2 plugins). The fine grid is ``fine_schedule``
     with ``num_fine`` points over the model's sigma range unless ``sigma_min``/``sigma_max`` are given.
+    ``jump_warmup`` prices AMED jumps on the first that many warm-up trajectories (default: all of them).
     """
     start = time.perf_counter()
     say = log or (lambda m: None)
@@ -346,7 +356,7 @@ def search_schedule(denoiser, shape, solver: str = "ipndm", nfe: int = 5, *, afs
     C, finals = cost_matrix(denoiser, shape, fine, seeds, metric=metric, jump=jump, afs_first=afs and jump == "amed",
                             teacher=teacher, teacher_options=teacher_options,
                             amed_solver=(solver, solver_options, nfe, afs) if amed else None, batch=batch,
-                            device=device)
+                            jump_warmup=jump_warmup, device=device)
     if afs and not amed:
         C[0, 1] = np.inf  # leave room for the free step
     path, value = dp_path(C, intervals, coeff)
@@ -365,7 +375,9 @@ def search_schedule(denoiser, shape, solver: str = "ipndm", nfe: int = 5, *, afs
         "search": {
             "method": "gits", "num_fine": int(num_fine), "fine_schedule": fine_schedule, "rho": rho,
             "sigma_min": sigma_min, "sigma_max": sigma_max, "num_warmup": int(num_warmup), "coeff": float(coeff),
-            "metric": metric, "jump": jump, "teacher": teacher, "teacher_options": dict(teacher_options),
+            "metric": metric, "jump": jump,
+            "jump_warmup": None if jump_warmup is None or jump == "euler" else int(jump_warmup),
+            "teacher": teacher, "teacher_options": dict(teacher_options),
             "seeds": {"first": seeds[0], "count": len(seeds)}, "seed": int(seed), "indices": [int(i) for i in path],
             "dp_value": value, "afs_index": afs_index,
             "afs_distances": None if afs_dists is None else [float(d) for d in afs_dists],

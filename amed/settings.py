@@ -92,8 +92,9 @@ def validate_settings(s: dict, where: str = "settings") -> dict:
         raise AmedValueError(f"{where}: uncertainty.level must lie in (0, 1), got {u['level']!r}")
     s["uncertainty"] = u
     gits = s.get("gits") or {}
-    if not isinstance(gits, dict) or sorted(set(gits) - {"num_fine", "warmup", "coeff", "metric", "seed"}):
-        raise AmedValueError(f"{where}: gits must be an object with num_fine, warmup, coeff, metric, seed; got {gits!r}")
+    if not isinstance(gits, dict) or sorted(set(gits) - {"num_fine", "warmup", "jump_warmup", "coeff", "metric", "seed"}):
+        raise AmedValueError(f"{where}: gits must be an object with num_fine, warmup, jump_warmup, coeff, metric, seed; "
+                             f"got {gits!r}")
     s["gits"] = gits
     t = s.get("train") or {}
     if not isinstance(t, dict):

@@ -178,6 +178,26 @@ def test_cost_is_per_seed_not_per_batch(model):
     np.testing.assert_allclose(a[up], b[up], rtol=1e-5, atol=1e-6)
 
 
+def test_amed_jumps_priced_on_the_first_warm_up_trajectories(model):
+    """jump_warmup=k: AMED jump costs are the k-trajectory costs (whatever the batching), the teacher still runs on
+    every seed (its final states for the AFS choice), and Euler costs ignore it."""
+    shape, fine = model.info.shape, amed.get_schedule("polynomial", 7)
+    student = ("amed", {}, 5, True)
+    few, _ = cost_matrix(model, shape, fine, gits_seeds(0, 3), metric="l2", jump="amed", amed_solver=student, batch=8)
+    part, finals = cost_matrix(model, shape, fine, gits_seeds(0, 8), metric="l2", jump="amed", amed_solver=student,
+                               batch=2, jump_warmup=3)
+    up = np.triu_indices(7, 1)
+    np.testing.assert_allclose(part[up], few[up], rtol=1e-5, atol=1e-6)
+    assert finals.shape[0] == 8
+    full, _ = cost_matrix(model, shape, fine, gits_seeds(0, 8), metric="l2", batch=8)
+    euler, _ = cost_matrix(model, shape, fine, gits_seeds(0, 8), metric="l2", batch=8, jump_warmup=3)
+    np.testing.assert_array_equal(euler, full)
+    with pytest.raises(ValueError, match=r"jump_warmup must be an integer in 1..8 \(the warm-up size\), got 9"):
+        cost_matrix(model, shape, fine, gits_seeds(0, 8), jump="amed", amed_solver=student, jump_warmup=9)
+    rec = search_schedule(model, shape, solver="amed", nfe=3, afs=True, num_fine=7, num_warmup=8, jump_warmup=3)
+    assert rec.record["search"]["jump_warmup"] == 3 and rec.record["search"]["jump"] == "amed"
+
+
 def test_warm_up_seeds_are_disjoint_from_evaluation_and_training_seeds():
     s = gits_seeds(3, 256)
     assert s[0] == GITS_SEED_BASE + 30_000_000 and len(set(s)) == 256
