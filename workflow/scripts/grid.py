@@ -471,6 +471,11 @@ def table2_runs(config) -> list[list]:
     return out
 
 
+def _beyond_only(m: dict) -> bool:
+    """A cell of the `beyond` target only (not part of `all` or `paper`)."""
+    return str(m.get("origin", "")).startswith("beyond.")
+
+
 def teacher_cache_plan(config) -> list[dict]:
     """Every teacher cache the run builds (one per owner cell and NFE) and its size on disk before it starts:
     (trajectories + held-out, rounded to whole batches) x student points x the sample shape x the cache dtype."""
@@ -497,7 +502,7 @@ def teacher_cache_plan(config) -> list[dict]:
                     n * points * math.prod(shape) * (2 if t["cache_dtype"] == "float16" else 4)
                 out.append({"cache": path.replace("teacher.json", "cache"), "dataset": ds, "owner": key, "nfe": nfe,
                             "trajectories": n, "points": points, "shape": shape, "dtype": t["cache_dtype"],
-                            "bytes": size})
+                            "bytes": size, "beyond": _beyond_only(m)})
     return out
 
 
@@ -512,9 +517,12 @@ def format_cache_plan(rows: list[dict], config) -> str:
     table2 = {f"results/{ds}/teacher/{k}/" for ds, d in config["datasets"].items() if d["table2"] for k in d["methods"]}
     t2 = [r for r in rows if any(r["cache"].startswith(p) for p in table2)]
     unknown = " (+ caches of unknown size)" if any(r["bytes"] is None for r in rows) else ""
+    paper = [r for r in rows if not r.get("beyond")]
+    extra = [r for r in rows if r.get("beyond")]
+    more = f"; {len(extra)} more for `beyond`, {human(sum(r['bytes'] or 0 for r in extra))}" if extra else ""
     lines = [f"teacher caches: {len(t2)} for Table 2 (`all`), {human(sum(r['bytes'] or 0 for r in t2))}; "
-             f"{len(rows)} for every table of this config (`paper`), {human(sum(r['bytes'] or 0 for r in rows))}"
-             f"{unknown}"]
+             f"{len(paper)} for every table of this config (`paper`), {human(sum(r['bytes'] or 0 for r in paper))}"
+             f"{more}{unknown}"]
     lines += [f"  {r['cache']}: {r['trajectories']} trajectories x {r['points']} points x "
               f"{'x'.join(map(str, r['shape'])) if r['shape'] else '?'} {r['dtype']} = {human(r['bytes'])}"
               for r in rows]
@@ -563,6 +571,8 @@ def run_plan(config, costs: dict, scope: str = "all") -> list[dict]:
         cfg = 2 if d["guidance"] not in (None, 1, 1.0) else 1
         for key in (d["methods"] if scope == "all" else resolved[ds]):
             m = resolved[ds][key]
+            if _beyond_only(m):  # `snakemake beyond` is its own target
+                continue
             for nfe in (d["nfe"] if scope == "all" else m["nfe"]):
                 k, n = len(runs(config, ds, key)), m["num_samples"]
                 add("sample", k * len(shards(dict(d, num_samples=n))), k * n * nfe * cfg, g, k * n * image_bytes,
@@ -632,6 +642,8 @@ def _trained_runs(config, scope: str = "paper"):
             continue
         for key in (d["methods"] if scope == "all" else resolved[ds]):
             m = resolved[ds][key]
+            if _beyond_only(m):  # `snakemake beyond` is its own target
+                continue
             for nfe in (d["nfe"] if scope == "all" else m["nfe"]):
                 for k in train_seeds(m):
                     yield ds, key, nfe, k
