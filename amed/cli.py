@@ -264,6 +264,20 @@ def _given_settings(args) -> dict:
     return kw
 
 
+def _import_cell(cell: dict, out) -> int:
+    """`amed train --settings` of a cell with `imported`: the authors' snapshot, checked against every setting of
+    the cell (a disagreement is refused, naming the field), saved as this run's predictor."""
+    from .authors import load_authors_predictor  # noqa: PLC0415
+    from .settings import teacher_settings  # noqa: PLC0415
+
+    pred = load_authors_predictor(cell["imported"], model=cell.get("model"), guidance=cell.get("guidance"),
+                                  solver=cell.get("solver"), nfe=cell.get("nfe"), **teacher_settings(cell))
+    path = pred.save(out)
+    print(f"imported {pred.source['file']} (sha256 {pred.source['sha256'][:12]}...) for {cell.get('method')} "
+          f"NFE={pred.config.nfe} instead of training -> {path}")
+    return 0
+
+
 def cmd_import_predictor(args) -> int:
     from .authors import is_authors_snapshot, load_authors_predictor  # noqa: PLC0415
 
@@ -377,6 +391,8 @@ def cmd_train(args) -> int:
 
     cell = _settings(args)
     _check_out(*_paths(args.out))
+    if cell is not None and cell.get("imported"):  # a workflow cell that takes the authors' released predictor
+        return _import_cell(cell, args.out)
     device = _device(args.device)
     model = _load_model(args, device)
     cache = None

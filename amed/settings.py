@@ -27,7 +27,8 @@ __all__ = ["FORMAT", "VERSION", "read_settings", "write_settings", "sample_setti
 FORMAT = "amed-cell-settings"
 VERSION = 1
 _TOP = {"format", "version", "model", "device", "compile", "guidance", "kind", "solver", "nfe", "schedule", "rho",
-        "afs", "options", "batch", "metric", "num_samples", "train", "label", "dataset", "method", "uncertainty", "gits"}
+        "afs", "options", "batch", "metric", "num_samples", "train", "label", "dataset", "method", "uncertainty", "gits",
+        "imported"}
 _TRAIN = {"teacher", "M", "teacher_options", "scale_dir", "scale_time", "lr", "trajectories", "holdout", "batch",
           "seed", "seeds", "steps", "epochs", "objective", "recipe", "select", "validate_every", "cache_dtype", "teacher_cache"}
 _KINDS = ("baseline", "amed_solver", "amed_plugin")
@@ -65,7 +66,7 @@ def validate_settings(s: dict, where: str = "settings") -> dict:
     unknown = sorted(set(s) - _TOP)
     if unknown:
         raise AmedValueError(f"{where}: unknown keys {unknown}")
-    for key in ("model", "device", "solver", "schedule", "metric", "compile"):
+    for key in ("model", "device", "solver", "schedule", "metric", "compile", "imported"):
         if s.get(key) is not None and not isinstance(s[key], str):
             raise AmedValueError(f"{where}: {key} must be a string, got {s[key]!r}")
     if s.get("kind", "baseline") not in _KINDS:

@@ -547,3 +547,52 @@ def test_sigma_range_helper_values():
     table = DiscreteVP.scaled_linear()
     assert math.isclose(table.sigma_min, 0.029167, rel_tol=1e-4) and math.isclose(table.sigma_max, 14.614641,
                                                                                    rel_tol=1e-6)
+
+
+@pytest.mark.slow
+def test_workflow_samples_with_an_imported_predictor_instead_of_training(tmp_path, model):
+    """`imported: {5: snapshot}` on a method: its NFE-5 cell takes the authors' predictor (no teacher cache, no
+    training) and samples exactly as the same snapshot loaded by hand; a snapshot whose settings disagree with
+    the method's is refused by the job, naming the field."""
+    import subprocess
+
+    import numpy as np
+    import yaml
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    snap, _ = make_snapshot(tmp_path / RUN)
+    method = {"kind": "amed_solver", "solver": "amed", "schedule": "time_uniform", "rho": 1, "afs": "auto",
+              "imported": {"5": str(snap)},
+              "train": {"teacher": "heun", "M": 1, "scale_dir": 0.01, "scale_time": 0.2, "seeds": 1}}
+    cfg = {"datasets": {"digits": {"model": "digits-8", "metric": "fd-digits", "num_samples": 16, "shard_size": 16,
+                                   "batch": 16, "nfe": [5], "methods": {"amed_solver": method}}}}
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    target = "results/digits/amed_solver/nfe5/seed0/samples/000000.npz"
+
+    def run(*extra):
+        return subprocess.run([sys.executable, "-m", "snakemake", "-s", os.path.join(root, "Snakefile"),
+                               "--directory", str(tmp_path), f"--configfile={tmp_path / 'cfg.yaml'}", "--cores", "1",
+                               *extra, target], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+
+    r = run()
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    assert not (tmp_path / "results/digits/teacher").exists()
+    assert "rule train:" in r.stdout + r.stderr and "rule teacher:" not in r.stdout + r.stderr
+    got = amed.load_predictor(tmp_path / "results/digits/amed_solver/nfe5/seed0/predictor.json")
+    want = amed.load_predictor(snap)
+    assert got.config.nfe == 5 and got.config.teacher == "heun" and got.source["sha256"] == sha256_file(snap)
+    with np.load(tmp_path / target) as z:
+        images, seeds = z["images"], z["seeds"]
+    x = amed.sample(model, amed.randn_seeds(seeds.tolist(), model.info.shape), predictor=want)
+    np.testing.assert_array_equal(images, model.images(x).numpy())
+    # A snapshot trained with another teacher than the method says: the job refuses it and writes nothing.
+    method["train"]["teacher"] = "dpm2"
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    for p in (tmp_path / "results").rglob("predictor.*"):
+        p.unlink()
+    r = run("--forceall")
+    assert r.returncode != 0
+    log = (tmp_path / "results/logs/train/digits/amed_solver/nfe5/seed0.log").read_text()
+    assert "teacher" in log and "Traceback" not in log, log
+    assert not (tmp_path / "results/digits/amed_solver/nfe5/seed0/predictor.json").exists()

@@ -60,6 +60,15 @@ def check(config: dict) -> None:
                 if t not in solvers:
                     raise ValueError(f"{key}.train.teacher: unknown solver {t!r}; allowed values: {sorted(solvers)}")
             _check_values(key, m)
+            if m.get("imported"):
+                if m["kind"] == "baseline":
+                    raise ValueError(f"{key}.imported: only AMED methods take predictors, this one is a baseline")
+                if m["train"]["seeds"] != 1:
+                    raise ValueError(f"{key}.imported: an imported predictor is one run; set train.seeds to 1, got "
+                                     f"{m['train']['seeds']}")
+                extra = sorted(int(n) for n in m["imported"] if int(n) not in m["nfe"])
+                if extra:
+                    raise ValueError(f"{key}.imported: NFE {extra} are not among this method's NFE {m['nfe']}")
             for nfe in m["nfe"]:
                 e, afs = evals_per_step(m), afs_for(m, nfe)
                 if (nfe + afs) % e or nfe + afs < e:
@@ -330,6 +339,8 @@ def cell_settings(config, ds: str, key: str, nfe: int) -> dict:
          "uncertainty": dict(config["uncertainty"])}
     if m["kind"] != "baseline":
         s["train"] = {k: copy.deepcopy(m["train"][k]) for k in SETTINGS_TRAIN_KEYS if m["train"].get(k) is not None}
+        if imported_snapshot(m, nfe):  # `amed train --settings` imports it instead of training
+            s["imported"] = imported_snapshot(m, nfe)
     if m["schedule"] == "gits":  # the grid the gits stage searched for this cell
         s.update(schedule=gits_path(ds, gits_owner(config, ds, key, nfe), nfe), rho=None,
                  gits=dict(config["beyond"]["gits"]))
@@ -390,23 +401,31 @@ def _teacher_signature(m: dict, nfe: int) -> str:
                       sort_keys=True)  # teacher_options are resolved (methods()): no student setting leaks in
 
 
+def imported_snapshot(m: dict, nfe) -> str | None:
+    """The authors' snapshot a cell imports instead of training (method key `imported`), or None."""
+    return (m.get("imported") or {}).get(str(int(nfe)))
+
+
 def teacher_input(config, w) -> dict:
     """The teacher cache of a trained cell: the one of the first method (config order, Table 2 first) with the
     same teacher settings, so Tables 2, 4 and 5 share caches wherever the settings coincide. With
-    train.teacher_cache false there is none: the training job computes its teacher on the fly."""
+    train.teacher_cache false there is none: the training job computes its teacher on the fly; an imported
+    cell has none either."""
     resolved = methods(config)[w.dataset]
     m = resolved[w.method]
-    if not m["train"]["teacher_cache"]:
+    if not m["train"]["teacher_cache"] or imported_snapshot(m, w.nfe):
         return {}
     sig = _teacher_signature(m, int(w.nfe))
     owner = next(k for k, o in resolved.items() if o["kind"] != "baseline" and int(w.nfe) in o["nfe"]
-                 and o["train"]["teacher_cache"] and _teacher_signature(o, int(w.nfe)) == sig)
+                 and o["train"]["teacher_cache"] and not imported_snapshot(o, w.nfe)
+                 and _teacher_signature(o, int(w.nfe)) == sig)
     return {"teacher": f"results/{w.dataset}/teacher/{owner}/nfe{w.nfe}/teacher.json"}
 
 
 def train_input(config, w) -> dict:
+    snap = imported_snapshot(method(config, w), w.nfe)
     return {"settings": settings_path(w), "model": f"results/{w.dataset}/model.json", **teacher_input(config, w),
-            **prompts_input(config, w), **gits_input(config, w)}
+            **prompts_input(config, w), **gits_input(config, w), **({"snapshot": snap} if snap else {})}
 
 
 def teacher_rule_input(config, w) -> dict:
@@ -490,6 +509,8 @@ def teacher_cache_plan(config) -> list[dict]:
             if m["kind"] == "baseline" or not m["train"]["teacher_cache"]:
                 continue
             for nfe in m["nfe"]:
+                if imported_snapshot(m, nfe):
+                    continue
                 w = type("W", (), {"dataset": ds, "method": key, "nfe": nfe})
                 path = teacher_input(config, w)["teacher"]
                 if path in seen:
@@ -578,7 +599,7 @@ def run_plan(config, costs: dict, scope: str = "all") -> list[dict]:
                 add("sample", k * len(shards(dict(d, num_samples=n))), k * n * nfe * cfg, g, k * n * image_bytes,
                     model=d["model"])
                 add("fid", k, extra_gflops=k * n * (inception or 0.0) if "inception" in d["metric"] else 0.0)
-                if m["kind"] == "baseline":
+                if m["kind"] == "baseline" or imported_snapshot(m, nfe):  # an import costs no network call
                     continue
                 t = m["train"]
                 traj = math.ceil(t["trajectories"] / t["batch"]) * t["batch"]
