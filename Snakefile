@@ -22,6 +22,7 @@ if not workflow.config_settings.configfiles:
     workflow.configfile("config.yaml" if os.path.exists("config.yaml") else os.path.join(workflow.basedir, "config.yaml"))
 
 
+grid.normalise_config(config)  # YAML reads `imported: {5: ...}` with an integer key; the schema wants strings
 validate(config, "workflow/schemas/config.schema.yaml")
 try:
     grid.check(config)  # NFE reachability, solver/kind pairs, registry keys: fails before any job runs

@@ -96,7 +96,7 @@ BAD = {
         "kind": "amed_plugin", "solver": "ipndm", "afs": True, "train": {"teacher_options": {"max_order": 9}}}}}}},
         "datasets.d.methods.x: ipndm: max_order must be 1..4, got 9"),
     "imported with seeds": ({"datasets": {"d": {"nfe": [5], "methods": {"x": {
-        "kind": "amed_solver", "solver": "amed", "afs": True, "imported": {"5": "snap.pkl"}, "train": {"seeds": 3}}}}}},
+        "kind": "amed_solver", "solver": "amed", "afs": True, "imported": {5: "snap.pkl"}, "train": {"seeds": 3}}}}}},
         "datasets.d.methods.x.imported: an imported predictor is one run; set train.seeds to 1, got 3"),
     "shell text in an option": ({"datasets": {"d": {"methods": {"x": {"solver": "ipndm",
                                  "options": {"max_order": "3 || touch HACKED #"}}}}}}, "max_order must be 1..4"),

@@ -36,6 +36,14 @@ def afs_for(m: dict, nfe: int) -> bool:
     return bool(m["afs"])
 
 
+def normalise_config(config: dict) -> None:
+    """Before the schema: the NFE keys of a method's `imported` map as strings (YAML reads `{5: path}` as int 5)."""
+    for d in (config.get("datasets") or {}).values():
+        for m in ((d or {}).get("methods") or {}).values():
+            if isinstance(m, dict) and isinstance(m.get("imported"), dict):
+                m["imported"] = {str(k): v for k, v in m["imported"].items()}
+
+
 def check(config: dict) -> None:
     """Raise ValueError naming the key and the allowed values for anything the schema cannot check."""
     solvers, schedules, bases = registries()
