@@ -48,7 +48,9 @@ nfes = list(b["nfe"])
 md = ["# Beyond the paper: AMED on GITS time grids", "",
       f"{d['label'] or b['dataset']} ({d['model']}), {d['metric']}, lower is better. Each cell: mean ± sd over training "
       f"seeds [{level:.0%} interval of the mean] (baselines: one run). `gits`: a GITS grid (Chen et al., ICML 2024) "
-      f"searched for that cell (warm-up {b['gits']['warmup']}, {b['gits']['num_fine']} fine points, coefficient "
+      f"searched for that cell (warm-up {b['gits']['warmup']}"
+      + (f", AMED jumps priced on {b['gits']['jump_warmup']} of them" if b["gits"].get("jump_warmup") else "")
+      + f", {b['gits']['num_fine']} fine points, coefficient "
       f"{b['gits']['coeff']}, metric {b['gits']['metric']}); AMED grids choose the student's N points, the predictor "
       "the mid-points.", "", "| method | schedule | " + " | ".join(f"NFE {n}" for n in nfes) + " |",
       "|---|---|" + "---:|" * len(nfes)]
