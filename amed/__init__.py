@@ -9,14 +9,15 @@
 from .sampling import parse_seeds, plan, randn_seeds, sample, sample_trajectory
 from .schedules import SCHEDULES, get_schedule, refine_schedule, teacher_indices
 from .solvers import SOLVERS, make_solver
-from .predictor import AMEDConfig, AMEDPredictor, load_predictor
+from .predictor import AMEDConfig, AMEDPredictor
+from .loading import load_predictor
 from .training import train_predictor
 from .plugin import amed_coefficients
 from .errors import AmedError
 from .gridfile import load_grid
 from .gits import search_schedule
 
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: E402
 
 __all__ = [
     "sample", "sample_trajectory", "randn_seeds", "parse_seeds", "plan",

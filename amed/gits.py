@@ -367,7 +367,7 @@ def search_schedule(denoiser, shape, solver: str = "ipndm", nfe: int = 5, *, afs
         path = [path[0], afs_index, *path[1:]]
     grid = fine[path].clone()
     name, sha = _model_identity(denoiser)
-    from . import __version__  # noqa: PLC0415
+    from ._version import __version__  # noqa: PLC0415
 
     record = {
         "solver": solver, "solver_options": solver_options, "nfe": int(nfe), "afs": bool(afs), "amed": amed,

@@ -19,7 +19,7 @@ from dataclasses import replace
 import torch
 
 from .predictor import AMEDConfig, AMEDPredictor
-from .sampling import FiniteWatch, ModelCall, check_noise
+from .calls import FiniteWatch, ModelCall, check_noise
 from .schedules import get_schedule
 from .solvers import DPM2, Solver, State, UniPC, make_solver
 from .errors import AmedValueError

@@ -298,17 +298,17 @@ _MISSING = object()
 
 
 def load_predictor(path: str | os.PathLike, **import_options) -> AMEDPredictor:
-    """Load a predictor saved by ``AMEDPredictor.save`` (either file of the pair), or import an authors'
-    snapshot (``.pkl`` / ``.pt``) with ``amed.authors.load_authors_predictor(path, **import_options)``.
+    """Load a predictor saved by ``AMEDPredictor.save`` (either file of the pair). ``amed.load_predictor``
+    (``amed.loading``) also imports the authors' snapshots (``.pkl`` / ``.pt``); this module sits below that
+    importer and does not reach up to it.
 
     Format 2: the weights' sha256 must match the record and the record's settings those bound into
     the weights; any difference is an error naming the field. Format 1 loads with a warning (the
     record's settings cannot be checked); re-save it to bind it.
     """
     if Path(path).suffix in (".pkl", ".pt"):
-        from .authors import load_authors_predictor  # noqa: PLC0415
-
-        return load_authors_predictor(path, **import_options)
+        raise AmedValueError(f"{Path(path).name} is an authors' snapshot: load it with amed.load_predictor "
+                             f"(or amed.authors.load_authors_predictor)")
     given = sorted(k for k, v in import_options.items() if v is not None)
     if given:
         raise AmedValueError(f"options {given} apply to imported authors' snapshots (.pkl/.pt), not to "

@@ -45,7 +45,8 @@ from .plugin import (SINGLE_STEP, amed_interval, detach_state, init_state, model
                      run_amed, student_grid, student_solver)
 from .gridfile import grid_times, is_grid_path
 from .predictor import OBJECTIVES, AMEDConfig, AMEDPredictor
-from .sampling import ModelCall, conditioned, randn_seeds, sample_trajectory
+from .calls import TRAIN_SEED_BASE, ModelCall, conditioned, randn_seeds
+from .sampling import sample_trajectory
 from .schedules import refine_schedule, teacher_indices
 from .errors import AmedValueError, Diverged
 
@@ -53,8 +54,6 @@ __all__ = ["train_predictor", "default_config", "teacher_states", "training_seed
            "AUTHORS_STEPS", "Budget", "plan_budget", "rollout_l2", "TrainingDiverged", "end_to_end_loss",
            "search_interval_bias", "SEARCH_BIASES", "SEARCH_TRAJECTORIES"]
 
-# Noise seeds for training live far from the evaluation seeds 0..49,999.
-TRAIN_SEED_BASE = 1_000_000_000
 # The authors' budget: 10,000 trajectories at batch 128 = 79 batches, i.e. 79 updates per interval.
 AUTHORS_STEPS = 79
 SELECT = ("best", "last")
@@ -254,6 +253,14 @@ def rollout_l2(denoiser, predictor, noise: torch.Tensor, target: torch.Tensor, s
     return float(per_point[-1]), [float(v) for v in per_point]
 
 
+def _update(opt, params, loss: torch.Tensor, grads, what: str) -> None:
+    """One optimizer step with these gradients, after checking that loss and gradients are finite."""
+    _finite_or_raise(loss, grads, what)
+    for p, g in zip(params, grads):
+        p.grad = g
+    opt.step()
+
+
 def _finite_or_raise(loss: torch.Tensor, grads, what: str) -> None:
     if not math.isfinite(loss.item()):
         raise TrainingDiverged(f"training diverged: the loss is {loss.item()} at {what}; nothing was saved "
@@ -448,10 +455,7 @@ def train_predictor(denoiser, shape, solver: str = "amed", nfe: int = 5, *, num_
                                                                  grid[n].expand(B), grid[n + 1].expand(B), model, state)
                         loss = (x_next - target[n + 1]).square().flatten(1).sum(1).mean()
                         grads = torch.autograd.grad(loss, params, allow_unused=True)
-                    _finite_or_raise(loss, grads, f"step {step + 1} (batch {b}), interval {n}")
-                    for p, g in zip(params, grads):
-                        p.grad = g
-                    opt.step()
+                    _update(opt, params, loss, grads, f"step {step + 1} (batch {b}), interval {n}")
                     updates += 1
                     losses[n] = 0.9 * losses[n] + 0.1 * loss.item() if step else loss.item()
                     x, state = x_next.detach(), detach_state(state)
@@ -459,10 +463,7 @@ def train_predictor(denoiser, shape, solver: str = "amed", nfe: int = 5, *, num_
                 with torch.enable_grad():
                     loss, parts, (r, c, a) = end_to_end_loss(config, solver_obj, predictor, model, x, target, grid)
                     grads = torch.autograd.grad(loss, params, allow_unused=True)
-                _finite_or_raise(loss, grads, f"step {step + 1} (batch {b})")
-                for p, g in zip(params, grads):
-                    p.grad = g
-                opt.step()
+                _update(opt, params, loss, grads, f"step {step + 1} (batch {b})")
                 updates += 1
                 for n, part in enumerate(parts):
                     losses[n] = 0.9 * losses[n] + 0.1 * part.item() if step else part.item()

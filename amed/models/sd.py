@@ -13,7 +13,7 @@ timestep). It agrees with diff-sampler's continuous-t map (option b) on the 1000
 slightly between them.
 
 Prompts are bound per seed: evaluation seed i uses caption i of the MS-COCO 30k list; a training seed
-(>= ``amed.training.TRAIN_SEED_BASE``) uses a caption chosen by a fixed hash of the seed (``caption_index``;
+(>= ``amed.calls.TRAIN_SEED_BASE``) uses a caption chosen by a fixed hash of the seed (``caption_index``;
 the authors draw them with an unseeded ``random.sample``).
 
 diffusers/transformers are imported lazily, inside functions only; ``import amed`` never needs them.
@@ -72,14 +72,14 @@ def caption_index(seed: int, num_captions: int) -> int:
     """The caption of a noise seed: evaluation seed i -> i; training seed s -> splitmix64(s) mod num_captions.
 
     Evaluation seeds (0 <= seed < num_captions) pair with caption i, as the authors' sample.py does.
-    Training seeds (>= amed.training.TRAIN_SEED_BASE) get a caption drawn by a fixed hash of the seed, so a
+    Training seeds (>= amed.calls.TRAIN_SEED_BASE) get a caption drawn by a fixed hash of the seed, so a
     teacher cache, its training run and any rerun see the same (noise, prompt) pairs, independent of batch
     size and of which other seeds are in the batch. Deliberate deviation: the authors' training draws
     prompts with an unseeded ``random.sample(captions, B)`` per batch, which is not reproducible. The hash
     (not ``seed % n``) keeps consecutive training seeds from walking through consecutive captions.
     Seeds in neither range are an error.
     """
-    from ..training import TRAIN_SEED_BASE  # lazy: training imports nothing from models, but keep sd light
+    from ..calls import TRAIN_SEED_BASE  # noqa: PLC0415 (the call layer imports no driver: no cycle)
 
     seed, n = int(seed), int(num_captions)
     if 0 <= seed < n:

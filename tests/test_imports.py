@@ -1,0 +1,58 @@
+"""The package's import graph has no cycle, counting imports inside functions too (layers import downward)."""
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _graph() -> dict[str, set[str]]:
+    mods = {}
+    for f in (ROOT / "amed").rglob("*.py"):
+        name = ".".join(f.relative_to(ROOT).with_suffix("").parts)
+        mods[name.removesuffix(".__init__")] = f
+    graph = {m: set() for m in mods}
+    for m, f in mods.items():
+        base = m if f.name == "__init__.py" else m.rsplit(".", 1)[0]
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                parts = base.split(".")
+                target = ".".join(parts[:len(parts) - node.level + 1] + [node.module] if node.module else
+                                  parts[:len(parts) - node.level + 1]) if node.level else (node.module or "")
+                names = [target] + [f"{target}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            graph[m] |= {n for n in names if n in mods and n != m}
+    return graph
+
+
+def _cycle(graph):
+    state = {}
+
+    def visit(v, path):
+        state[v] = 1
+        for w in sorted(graph[v]):
+            if state.get(w) == 1:
+                return path[path.index(w):] + [w]
+            if w not in state and (found := visit(w, path + [w])):
+                return found
+        state[v] = 2
+        return None
+
+    for v in sorted(graph):
+        if v not in state and (found := visit(v, [v])):
+            return found
+    return None
+
+
+def test_no_import_cycle_in_the_package():
+    graph = _graph()
+    assert "amed.calls" in graph["amed.plugin"] and "amed.sampling" not in graph["amed.plugin"]
+    assert _cycle(graph) is None, " -> ".join(_cycle(graph))
+
+
+def test_the_checker_finds_a_cycle():
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set()}) is None
