@@ -1,4 +1,5 @@
-"""What every benchmark script shares: writing its CSV atomically (a killed run leaves no half table)."""
+"""What every benchmark script shares: writing its CSV atomically (a killed run leaves no half table), and the
+seeded comparison of two settings (runs = [(FD, bootstrap replicates)] per training seed)."""
 
 from __future__ import annotations
 
@@ -20,3 +21,21 @@ def write_csv(path, rows: list[dict], fields: list[str] | None = None) -> Path:
     path = Path(path)
     atomic_write_bytes(path, buf.getvalue().encode())
     return path
+
+
+def write_with_summary(out, rows: list[dict], summary: list[dict]) -> None:
+    """The per-run CSV at ``out`` and the per-cell summary beside it (``<stem>_summary.csv``)."""
+    write_csv(out, rows)
+    write_csv(Path(out).with_name(Path(out).stem + "_summary.csv"), summary)
+
+
+def compare_runs(runs_a: list[tuple], runs_b: list[tuple]):
+    """A vs B over training seeds, paired over evaluation seeds (amed.uncertainty.compare); each side a list of
+    (value, replicates) per run. Returns (comparison, mean of A, mean of B)."""
+    import numpy as np  # noqa: PLC0415
+
+    from amed.uncertainty import compare  # noqa: PLC0415
+
+    va, ra = [v for v, _ in runs_a], [r for _, r in runs_a]
+    vb, rb = [v for v, _ in runs_b], [r for _, r in runs_b]
+    return compare(va, ra, vb, rb), float(np.mean(va)), float(np.mean(vb))

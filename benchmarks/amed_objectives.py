@@ -18,7 +18,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import yaml
 
@@ -30,9 +29,9 @@ from amed.cache import TeacherCache  # noqa: E402
 from amed.features import digit_features  # noqa: E402
 from amed.fid import load_stats  # noqa: E402
 from amed.settings import teacher_settings, train_settings  # noqa: E402
-from amed.uncertainty import BOOT_SEED, Reference, compare, fd_bootstrap, mean_interval, verdict  # noqa: E402
+from amed.uncertainty import BOOT_SEED, Reference, fd_bootstrap, mean_interval, verdict  # noqa: E402
 
-from _common import write_csv  # noqa: E402
+from _common import compare_runs, write_with_summary  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -94,17 +93,16 @@ def main(argv=None) -> int:
         if objective != "end_to_end":
             continue
         e2e, pi = runs, results[(key, nfe, "per_interval")]
-        c = compare([v for v, _ in e2e], [r for _, r in e2e], [v for v, _ in pi], [r for _, r in pi])
+        c, mean_e, mean_p = compare_runs(e2e, pi)
         lo_e, hi_e = mean_interval([v for v, _ in e2e], [r for _, r in e2e])
         lo_p, hi_p = mean_interval([v for v, _ in pi], [r for _, r in pi])
-        summary.append({"method": key, "nfe": nfe, "end_to_end": round(np.mean([v for v, _ in e2e]), 3),
-                        "end_to_end_ci": f"[{lo_e:.2f}, {hi_e:.2f}]", "per_interval": round(np.mean([v for v, _ in pi]), 3),
+        summary.append({"method": key, "nfe": nfe, "end_to_end": round(mean_e, 3),
+                        "end_to_end_ci": f"[{lo_e:.2f}, {hi_e:.2f}]", "per_interval": round(mean_p, 3),
                         "per_interval_ci": f"[{lo_p:.2f}, {hi_p:.2f}]", "difference": round(c.difference, 3),
                         "difference_ci": f"[{c.lo:.2f}, {c.hi:.2f}]",
                         "end_to_end_better": verdict(c)})
         print(json.dumps(summary[-1]), flush=True)
-    write_csv(a.out, rows)
-    write_csv(Path(a.out).with_name(Path(a.out).stem + "_summary.csv"), summary)
+    write_with_summary(a.out, rows, summary)
     return 0
 
 

@@ -30,9 +30,9 @@ from amed.models.base import to_uint8  # noqa: E402
 from amed.models.train_embedded import load_dataset  # noqa: E402
 from amed.settings import teacher_settings, train_settings  # noqa: E402
 from amed.training import build_teacher_cache, default_config  # noqa: E402
-from amed.uncertainty import BOOT_SEED, Reference, compare, fd_bootstrap, verdict  # noqa: E402
+from amed.uncertainty import BOOT_SEED, Reference, fd_bootstrap, verdict  # noqa: E402
 
-from _common import write_csv  # noqa: E402
+from _common import compare_runs, write_with_summary  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -81,18 +81,16 @@ def main(argv=None) -> int:
                 print(json.dumps(rows[-1]), flush=True)
         seeds = caches["float32"].meta["first_seed"] + np.arange(caches["float32"].meta["num_seeds"])
         t32, t16 = caches["float32"].read(seeds.tolist()), caches["float16"].read(seeds.tolist())
-        c = compare([v for v, _ in runs["float16"]], [r for _, r in runs["float16"]],
-                    [v for v, _ in runs["float32"]], [r for _, r in runs["float32"]])
+        c, mean16, mean32 = compare_runs(runs["float16"], runs["float32"])
         disk = {k: sum(p.stat().st_size for p in Path(v.root).glob("shard-*.npy")) for k, v in caches.items()}
-        summary.append({"method": key, "nfe": nfe, "fd_float32": round(float(np.mean([v for v, _ in runs["float32"]])), 3),
-                        "fd_float16": round(float(np.mean([v for v, _ in runs["float16"]])), 3),
+        summary.append({"method": key, "nfe": nfe, "fd_float32": round(mean32, 3),
+                        "fd_float16": round(mean16, 3),
                         "difference": round(c.difference, 3), "difference_ci": f"[{c.lo:.2f}, {c.hi:.2f}]",
                         "verdict_float16_lower": verdict(c),
                         "max_abs_state_difference": float((t32 - t16).abs().max()),
                         "bytes_float32": disk["float32"], "bytes_float16": disk["float16"]})
         print(json.dumps(summary[-1]), flush=True)
-    write_csv(a.out, rows)
-    write_csv(Path(a.out).with_name(Path(a.out).stem + "_summary.csv"), summary)
+    write_with_summary(a.out, rows, summary)
     return 0
 
 
