@@ -39,3 +39,14 @@ def compare_runs(runs_a: list[tuple], runs_b: list[tuple]):
     va, ra = [v for v, _ in runs_a], [r for _, r in runs_a]
     vb, rb = [v for v, _ in runs_b], [r for _, r in runs_b]
     return compare(va, ra, vb, rb), float(np.mean(va)), float(np.mean(vb))
+
+
+def workflow_config(path) -> dict:
+    """A workflow config file validated against the schema (its defaults filled in, as the workflow does)."""
+    import yaml  # noqa: PLC0415
+    from snakemake.utils import validate  # noqa: PLC0415
+
+    with open(path) as f:
+        cfg = yaml.safe_load(f)
+    validate(cfg, str(Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"))
+    return cfg

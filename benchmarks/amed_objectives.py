@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow" / "scripts"))
@@ -31,7 +30,7 @@ from amed.fid import load_stats  # noqa: E402
 from amed.settings import teacher_settings, train_settings  # noqa: E402
 from amed.uncertainty import BOOT_SEED, Reference, fd_bootstrap, mean_interval, verdict  # noqa: E402
 
-from _common import compare_runs, write_with_summary  # noqa: E402
+from _common import compare_runs, workflow_config, write_with_summary  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -47,10 +46,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     import grid  # noqa: PLC0415
 
-    cfg = yaml.safe_load(open(a.config))
-    from snakemake.utils import validate  # noqa: PLC0415 (fills in the schema's defaults, as the workflow does)
-
-    validate(cfg, str(ROOT / "workflow" / "schemas" / "config.schema.yaml"))
+    cfg = workflow_config(a.config)
     cfg["uncertainty"]["n_boot"] = a.n_boot
     resolved = grid.methods(cfg)["digits"]
     d = cfg["datasets"]["digits"]
