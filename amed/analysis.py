@@ -21,6 +21,7 @@ import torch
 
 from .predictor import AMEDConfig, atomic_write_bytes
 from .sampling import ModelCall, conditioned, resolve_device, sample_trajectory
+from .driver import integrate
 from .schedules import get_schedule, refine_schedule, teacher_indices
 from .solvers import make_solver
 from ._io import open_regular_text
@@ -198,30 +199,33 @@ def relative_alignment(denoise: Callable, noise: torch.Tensor, solvers: Sequence
         solver = make_solver("dpm2" if key == "amed" else key, **opts)
         model = ModelCall(denoise)
 
-        def interval(x, n, state, r):
-            t_cur, t_next = t[n].expand(B), t[n + 1].expand(B)
+        def interval(x, t_cur, t_next, state, r):
             x_next, state, _ = amed_interval(config, solver, _FixedR(r.to(noise.device)), x, t_cur, t_next, model, state)
             return x_next, state
 
         half = torch.full((B,), 0.5, dtype=torch.float64, device=noise.device)
-        xb = xs = noise * float(t[0])
-        sb = ss = init_state(config, solver)
         res = {k: [] for k in ("dist_baseline", "dist_searched", "dist_mid", "r")}
-        for n in range(intervals):
-            g = truth[n + 1]
-            # Baseline: r = 0.5 (s_n = sqrt(t_n t_{n+1})) throughout.
-            xb, sb = interval(xb, n, sb, half)
-            # Greedy search from the searched trajectory's own state; candidates share the t_n evaluation.
-            ss = solver.evaluate(xs, t[n].expand(B), model, ss)
-            d = torch.stack([_dist(interval(xs, n, ss, torch.full_like(half, float(r)))[0], g) for r in r_grid])  # [K, B]
+        mid = (r_grid - 0.5).abs().argmin()
+
+        def greedy(x, t_cur, t_next, state, n):
+            """The r in r_grid closest to the truth at t_{n+1}; candidates share the t_n evaluation."""
+            state = solver.evaluate(x, t_cur, model, state)
+            d = torch.stack([_dist(interval(x, t_cur, t_next, state, torch.full_like(half, float(r)))[0], truth[n + 1])
+                             for r in r_grid])  # [K, B]
             best = d.argmin(0) if per_sample else d.mean(1).argmin().expand(B)
             r_n = r_grid.to(half)[best]
-            mid = (r_grid - 0.5).abs().argmin()
             res["dist_mid"].append(d[mid])
-            xs, ss = interval(xs, n, ss, r_n)
-            res["dist_baseline"].append(_dist(xb, g))
-            res["dist_searched"].append(_dist(xs, g))
             res["r"].append(r_n.cpu())
+            return interval(x, t_cur, t_next, state, r_n)
+
+        # Baseline: r = 0.5 (s_n = sqrt(t_n t_{n+1})) throughout; searched: the greedy choice, step by step.
+        start = noise * float(t[0])
+        name = f"relative_alignment[{key}]"
+        xb = integrate(lambda x, tc, tn, st, n: interval(x, tc, tn, st, half), start, t, init_state(config, solver),
+                       name=name, keep_trajectory=True)[0]
+        xs = integrate(greedy, start, t, init_state(config, solver), name=name, keep_trajectory=True)[0]
+        res["dist_baseline"] = [_dist(xb[n + 1], truth[n + 1]) for n in range(intervals)]
+        res["dist_searched"] = [_dist(xs[n + 1], truth[n + 1]) for n in range(intervals)]
         res = {k: torch.stack(v).cpu() for k, v in res.items()}
         res["alignment"] = res["dist_baseline"] - res["dist_searched"]
         out[key] = res

@@ -97,24 +97,36 @@ def supplies_features(denoiser) -> bool:
 
 
 class ModelCall:
-    """The denoiser as the solvers see it: counts NFE, answers the first call analytically under AFS,
-    records the AMED bottleneck feature of each call when asked to, and checks every output's shape."""
+    """The denoiser as the solvers see it: counts NFE, answers the first call analytically under AFS and
+    checks every output's shape. ``model(x, sigma)`` is a plain call; ``model.hooked`` is the same call
+    that also records the AMED bottleneck feature (read with ``last_feature``) when the denoiser supplies
+    one: a driver passes whichever view a call needs, so no flag on a shared object decides it."""
 
     def __init__(self, denoise: Callable, afs: bool = False, features: bool = False):
         self.denoise = denoise
         self.afs_pending = bool(afs)
         self.features = bool(features) and supplies_features(denoise)
-        self.capture = self.features  # hook the next calls (AMED turns it off around the mid-point calls)
         self.nfe = 0
         self.feature: Tensor | None = None
 
     def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
+        return self.call(x, sigma, capture=False)
+
+    @property
+    def hooked(self) -> Callable:
+        """The call that records the bottleneck feature (a plain call when features are off)."""
+        return self._hooked if self.features else self
+
+    def _hooked(self, x: Tensor, sigma: Tensor) -> Tensor:
+        return self.call(x, sigma, capture=True)
+
+    def call(self, x: Tensor, sigma: Tensor, capture: bool) -> Tensor:
         if self.afs_pending:
             self.afs_pending = False
             self.feature = None  # AFS: no network call, the predictor sees zeros
             return afs_denoise(x, sigma)
         self.nfe += 1
-        if self.capture:
+        if capture and self.features:
             D, h = self.denoise.with_feature(x, sigma)
             _check_output(D, x, "with_feature")
             if not isinstance(h, torch.Tensor) or tuple(h.shape) != (x.shape[0], 8, 8):
@@ -127,16 +139,21 @@ class ModelCall:
         return _check_output(self.denoise(x, sigma), x, "the denoiser")
 
     def last_feature(self, batch: int, device) -> Tensor:
-        """The [B, 8, 8] feature of the last call (zeros after AFS or for a plain callable)."""
+        """The [B, 8, 8] feature of the last call (zeros after AFS, a plain call, or a plain callable)."""
         if self.feature is None:
             return torch.zeros(batch, 8, 8, device=device)
         return self.feature
 
     def scaled(self, a: Tensor | None) -> Callable:
         """A view that evaluates the network at a * sigma (AMED's time scale a_n)."""
-        if a is None:
-            return self
-        return lambda x, sigma: self(x, sigma * a.to(sigma))
+        return time_scaled(self, a)
+
+
+def time_scaled(call: Callable, a: Tensor | None) -> Callable:
+    """``call`` evaluated at a * sigma (AMED's time scale a_n); ``call`` itself when a is None."""
+    if a is None:
+        return call
+    return lambda x, sigma: call(x, sigma * a.to(sigma))
 
 
 def _check_output(D, x: Tensor, who: str) -> Tensor:

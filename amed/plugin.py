@@ -19,7 +19,8 @@ from dataclasses import replace
 import torch
 
 from .predictor import AMEDConfig, AMEDPredictor
-from .calls import FiniteWatch, ModelCall, check_noise
+from .calls import ModelCall, check_noise, time_scaled
+from .driver import integrate
 from .schedules import get_schedule
 from .solvers import DPM2, Solver, State, UniPC, make_solver
 from .errors import AmedValueError
@@ -63,26 +64,25 @@ def amed_interval(config: AMEDConfig, solver: Solver, predictor: AMEDPredictor, 
     through the earlier intervals); by default it runs without a graph, as the authors' Algorithm 1 does.
     """
     B = x.shape[0]
-    # Evaluate at (x_n, t_n) and read the bottleneck hooked there; the feature never carries gradient.
-    # Only that call is hooked (the authors never hook the mid-point), except under UniPC, whose
-    # model output at t_n comes from the previous interval's corrector call.
+    # Evaluate at (x_n, t_n) through the hooked call and read the bottleneck recorded there; the feature
+    # never carries gradient. Only that call is hooked (the authors never hook the mid-point), except under
+    # UniPC, whose model output at t_n comes from the previous interval's corrector call: every call is.
     with torch.set_grad_enabled(grad_first and torch.is_grad_enabled()):
-        model.capture = model.features
-        state = solver.evaluate(x, t_cur, model, state)
+        state = solver.evaluate(x, t_cur, model.hooked, state)
         h = model.last_feature(B, x.device).detach()
-        model.capture = model.features and isinstance(solver, UniPC)
+    call = model.hooked if isinstance(solver, UniPC) else model
     r, c, a = predictor(h, t_cur, t_next)
     a_or_none = a if config.scale_time > 0 else None
     if config.solver == "amed":
-        x_next, state = DPM2.two_stage(x, t_cur, t_next, model, state, r=r, c=c, a=a_or_none, weight=None)
+        x_next, state = DPM2.two_stage(x, t_cur, t_next, call, state, r=r, c=c, a=a_or_none, weight=None)
     elif config.solver == "dpm2":
-        x_next, state = DPM2.two_stage(x, t_cur, t_next, model, state, r=r, c=c, a=a_or_none, weight=0.5 / r)
+        x_next, state = DPM2.two_stage(x, t_cur, t_next, call, state, r=r, c=c, a=a_or_none, weight=0.5 / r)
     else:
         s = t_next**r * t_cur ** (1.0 - r)
-        mid = model.scaled(a_or_none)
+        mid = time_scaled(call, a_or_none)
         x_s, state = solver.update(x, t_cur, s, mid, state)
         state = solver.evaluate(x_s, s, mid, state)
-        x_next, state = solver.update(x_s, s, t_next, model, state, c=c)
+        x_next, state = solver.update(x_s, s, t_next, call, state, c=c)
     return x_next, state, (r, c, a)
 
 
@@ -152,28 +152,20 @@ def run_amed(denoiser, noise: torch.Tensor, predictor: AMEDPredictor, keep_traje
     check_noise(denoiser, noise)
     check_model(config, denoiser, noise)
     solver = student_solver(config)
-    grid_cpu = student_grid(config)
-    grid = grid_cpu.to(noise.device)
-    B = noise.shape[0]
+    grid = student_grid(config)
     model = ModelCall(denoiser, afs=config.afs, features=True)
     check_features(config, predictor, denoiser, model)
     predictor = predictor.to(noise.device)
-    x = noise * float(grid_cpu[0])
-    traj = [x] if keep_trajectory else None
-    state = init_state(config, solver)
-    watch = FiniteWatch(f"amed[{config.solver}]", grid_cpu)
-    for n in range(grid.numel() - 1):
-        x, state, rca = amed_interval(config, solver, predictor, x, grid[n].expand(B), grid[n + 1].expand(B),
-                                      model, state)
-        watch.step(x, n)
+
+    def step(x, t_cur, t_next, state, n):
+        x_next, state, rca = amed_interval(config, solver, predictor, x, t_cur, t_next, model, state)
         if coefficients is not None:
             coefficients.append(tuple(v.detach().cpu() for v in rca))
-        if keep_trajectory:
-            traj.append(x)
-    watch.done()
-    if model.nfe != config.nfe:
-        raise RuntimeError(f"amed[{config.solver}]: made {model.nfe} network calls, the record says NFE={config.nfe}")
-    return torch.stack(traj) if keep_trajectory else x
+        return x_next, state
+
+    out, _ = integrate(step, noise * float(grid[0]), grid, init_state(config, solver), name=f"amed[{config.solver}]",
+                       model=model, nfe=config.nfe, keep_trajectory=keep_trajectory)
+    return out
 
 
 @torch.no_grad()

@@ -16,8 +16,9 @@ import torch
 from .gridfile import GridRecord, is_grid_path, load_grid
 from .schedules import explicit_grid, get_schedule, schedule_options
 from .solvers import SOLVERS, Solver, make_solver
-from .calls import (MAX_SEEDS, FiniteWatch, ModelCall, afs_denoise, check_noise, conditioned,  # noqa: F401
+from .calls import (MAX_SEEDS, ModelCall, afs_denoise, check_noise, conditioned,  # noqa: F401
                     parse_seeds, randn_seeds, resolve_device, supplies_features)
+from .driver import integrate
 from .errors import AmedTypeError, AmedValueError
 
 __all__ = ["sample", "sample_trajectory", "randn_seeds", "parse_seeds", "Plan", "plan", "ModelCall", "afs_denoise",
@@ -199,22 +200,13 @@ def _run(denoiser, noise: Tensor, args: dict, predictor, keep_trajectory: bool, 
     p = plan(solver, a["nfe"], a["schedule"], a["afs"], a["sigma_min"], a["sigma_max"], a["rho"], **schedule_kw)
     method: Solver = make_solver(solver, **(a["solver_options"] or {}))
     model = ModelCall(denoiser, afs=p.afs)
-    B = noise.shape[0]
-    grid = p.grid.to(noise.device)
-    x = noise * float(p.grid[0])
-    traj = [x] if keep_trajectory else None
-    state = method.init_state(p.steps)
-    watch = FiniteWatch(solver, p.grid)
-    for i in range(p.steps):
-        t_cur, t_next = grid[i].expand(B), grid[i + 1].expand(B)
-        x, state = method.step(x, t_cur, t_next, model, state)
-        watch.step(x, i)
-        if keep_trajectory:
-            traj.append(x)
-    watch.done()
-    if model.nfe != p.nfe:  # the accounting is part of the contract
-        raise RuntimeError(f"{solver}: made {model.nfe} network calls, planned {p.nfe}")
-    return torch.stack(traj) if keep_trajectory else x
+
+    def step(x, t_cur, t_next, state, n):
+        return method.step(x, t_cur, t_next, model, state)
+
+    out, _ = integrate(step, noise * float(p.grid[0]), p.grid, method.init_state(p.steps), name=solver, model=model,
+                       nfe=p.nfe, keep_trajectory=keep_trajectory)
+    return out
 
 
 @torch.no_grad()

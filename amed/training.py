@@ -46,6 +46,7 @@ from .plugin import (SINGLE_STEP, amed_interval, detach_state, init_state, model
 from .gridfile import grid_times, is_grid_path
 from .predictor import OBJECTIVES, AMEDConfig, AMEDPredictor
 from .calls import TRAIN_SEED_BASE, ModelCall, conditioned, randn_seeds
+from .driver import integrate
 from .sampling import sample_trajectory
 from .schedules import refine_schedule, teacher_indices
 from .errors import AmedValueError, Diverged
@@ -276,14 +277,15 @@ def end_to_end_loss(config: AMEDConfig, solver, predictor, model: ModelCall, x: 
                     grid: torch.Tensor):
     """The end_to_end objective of one batch: the student rolls out from x = sigma_max * noise without detaching;
     returns (sum of the per-interval losses ||x_{n+1} - y_{n+1}||^2, the per-interval losses, the last (r, c, a))."""
-    B = x.shape[0]
-    state = init_state(config, solver)
-    parts, rca = [], None
-    for n in range(grid.numel() - 1):
-        x, state, rca = amed_interval(config, solver, predictor, x, grid[n].expand(B), grid[n + 1].expand(B), model,
-                                      state, grad_first=True)
+    parts, rca = [], [None]
+
+    def step(x, t_cur, t_next, state, n):
+        x, state, rca[0] = amed_interval(config, solver, predictor, x, t_cur, t_next, model, state, grad_first=True)
         parts.append((x - target[n + 1]).square().flatten(1).sum(1).mean())
-    return torch.stack(parts).sum(), parts, rca
+        return x, state
+
+    integrate(step, x, grid, init_state(config, solver), name=f"amed[{config.solver}]", watch=False)
+    return torch.stack(parts).sum(), parts, rca[0]
 
 
 @torch.no_grad()
@@ -444,21 +446,24 @@ def train_predictor(denoiser, shape, solver: str = "amed", nfe: int = 5, *, num_
         with conditioned(denoiser, seeds):  # class labels / prompts of these seeds for every call below
             target = teacher(seeds, noise)
             model = ModelCall(denoiser, afs=config.afs, features=True)
-            state = init_state(config, solver_obj)
             x = noise * float(grid[0])  # the exact start (a float16 cache would round it)
-            B = x.shape[0]
             if objective == "per_interval":
-                for n in range(N - 1):
+
+                def interval(x, t_cur, t_next, state, n):  # one update per interval, from the teacher's state
+                    nonlocal updates, r, c, a
                     x_start = target[n] if single_step and n > 0 else x
                     with torch.enable_grad():
-                        x_next, state, (r, c, a) = amed_interval(config, solver_obj, predictor, x_start,
-                                                                 grid[n].expand(B), grid[n + 1].expand(B), model, state)
+                        x_next, state, (r, c, a) = amed_interval(config, solver_obj, predictor, x_start, t_cur,
+                                                                 t_next, model, state)
                         loss = (x_next - target[n + 1]).square().flatten(1).sum(1).mean()
                         grads = torch.autograd.grad(loss, params, allow_unused=True)
                     _update(opt, params, loss, grads, f"step {step + 1} (batch {b}), interval {n}")
                     updates += 1
                     losses[n] = 0.9 * losses[n] + 0.1 * loss.item() if step else loss.item()
-                    x, state = x_next.detach(), detach_state(state)
+                    return x_next.detach(), detach_state(state)
+
+                integrate(interval, x, grid, init_state(config, solver_obj), name=f"amed[{config.solver}]",
+                          model=model, nfe=config.nfe, watch=False)
             else:  # end_to_end: the student's own trajectory, one update for the sum of the interval losses
                 with torch.enable_grad():
                     loss, parts, (r, c, a) = end_to_end_loss(config, solver_obj, predictor, model, x, target, grid)

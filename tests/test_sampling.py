@@ -210,7 +210,7 @@ def test_import_without_optional_packages():
 
 def test_finite_watch_names_the_first_bad_step_when_deferred():
     """On CUDA the per-step sums are checked once at the end (no host sync per step); the error is the same."""
-    from amed.sampling import FiniteWatch
+    from amed.calls import FiniteWatch
 
     watch = FiniteWatch("ipndm", torch.tensor([80.0, 10.0, 1.0, 0.002]))
     watch.sums = [torch.tensor(3.0), torch.tensor(float("inf")), torch.tensor(float("nan"))]  # as CUDA steps leave them
