@@ -56,7 +56,7 @@ import torch
 
 from .gridfile import GridRecord, implied_nfe
 from .sampling import _steps_for, afs_denoise, conditioned, randn_seeds, sample, sample_trajectory
-from .schedules import get_schedule
+from .schedules import SCHEDULES, default_rho, get_schedule
 from .solvers import SOLVERS
 from .errors import AmedValueError
 
@@ -343,8 +343,8 @@ def search_schedule(denoiser, shape, solver: str = "ipndm", nfe: int = 5, *, afs
     info = getattr(denoiser, "info", None)
     sigma_min = float(getattr(info, "sigma_min", 0.002)) if sigma_min is None else float(sigma_min)
     sigma_max = float(getattr(info, "sigma_max", 80.0)) if sigma_max is None else float(sigma_max)
-    if rho is None and fine_schedule == "polynomial":
-        rho = 7.0
+    if rho is None and fine_schedule in SCHEDULES:
+        rho = default_rho(fine_schedule)
     fine = get_schedule(fine_schedule, int(num_fine), sigma_min, sigma_max, rho)
     seeds = gits_seeds(seed, num_warmup)
     device = torch.device(device)

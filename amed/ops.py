@@ -16,9 +16,9 @@ The fused path can be switched off, so that benchmarks compare fused vs unfused 
 
 from __future__ import annotations
 
-from typing import Sequence
-
+import importlib
 import os
+from typing import Sequence
 
 import torch
 
@@ -58,14 +58,14 @@ def fused_enabled() -> bool:
     return value in ("1", "", "true", "on", "yes")
 
 
-def _fused_kernel():
-    """The kernels package's raw launcher (inputs consistent by construction here), or False without Triton."""
+def _kernels():
+    """The kernels package's lincomb module (the Triton launcher and its ``fusable`` rule), or False when the
+    package or triton is unavailable."""
     global _fused
     if _fused is None:
         try:
-            from kernels.lincomb import _lincomb_triton, triton_available  # noqa: PLC0415 (optional, CUDA-only)
-
-            _fused = _lincomb_triton if triton_available() else False
+            module = importlib.import_module("kernels.lincomb")  # optional, CUDA-only
+            _fused = module if module.triton_available() else False
         except ImportError:
             _fused = False
     return _fused
@@ -75,7 +75,7 @@ def backend(x: torch.Tensor, k: int = 2) -> str:
     """The path ``lincomb`` takes for K (gradient-free) terms like ``x``: "fused", "unfused" or "torch"."""
     if not x.is_cuda:
         return "torch"
-    return "fused" if fused_enabled() and _worth_fusing(x, k) and _fused_kernel() else "unfused"
+    return "fused" if fused_enabled() and _worth_fusing(x, k) else "unfused"
 
 
 def bcast(c: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -104,13 +104,16 @@ def _reference(terms: Sequence[torch.Tensor], coeffs: Sequence) -> torch.Tensor:
 # 3x64x64 x 256 (3.1M elements). The threshold is on the state's size alone, so every update of a run
 # takes the same path whatever its number of terms.
 FUSED_MIN_NUMEL = 1 << 22
-_FUSED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _ONES: dict = {}  # (value, B, device) -> a cached [B] float64 constant column
 
 
 def _worth_fusing(x: torch.Tensor, k: int = 2) -> bool:
-    """Whether an update of K terms like ``x`` goes to the fused kernel (size, dtype, at most 6 terms)."""
-    return x.numel() >= FUSED_MIN_NUMEL and x.dtype in _FUSED_DTYPES and k <= 6
+    """Whether an update of K terms like ``x`` goes to the fused kernel: the size threshold here, the device,
+    dtype and term rules of the kernel itself (``kernels.lincomb.fusable``)."""
+    if x.numel() < FUSED_MIN_NUMEL:
+        return False
+    module = _kernels()
+    return bool(module) and module.fusable(x, k)
 
 
 def _column(c, B: int, device) -> torch.Tensor:
@@ -135,8 +138,7 @@ def lincomb(terms: Sequence[torch.Tensor], coeffs: Sequence) -> torch.Tensor:
     if x.is_cuda and _worth_fusing(x, len(terms)) and fused_enabled() and \
             not any(t.requires_grad for t in terms) and \
             not any(isinstance(c, torch.Tensor) and c.requires_grad for c in coeffs):
-        launch = _fused_kernel()
-        if launch and all(t.shape == x.shape and t.dtype == x.dtype and t.device == x.device for t in terms):
+        if all(t.shape == x.shape and t.dtype == x.dtype and t.device == x.device for t in terms):
             coef = torch.stack([_column(c, x.shape[0], x.device) for c in coeffs], dim=1)  # [B, K] float64
-            return launch(list(terms), coef, None)
+            return _kernels()._lincomb_triton(list(terms), coef, None)
     return _reference(terms, coeffs)

@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 import torch
 
 from .gridfile import GridRecord, is_grid_path, load_grid
-from .schedules import explicit_grid, get_schedule, schedule_options
+from .schedules import SCHEDULES, default_rho, explicit_grid, get_schedule, schedule_options
 from .solvers import SOLVERS, Solver, make_solver
 from .calls import (MAX_SEEDS, ModelCall, afs_denoise, check_noise, conditioned,  # noqa: F401
                     parse_seeds, randn_seeds, resolve_device, supplies_features)
@@ -62,10 +62,8 @@ def plan(solver: str, nfe: int | None = None, schedule: str | Sequence[float] | 
         if nfe is None:
             raise AmedValueError("give nfe (network evaluations) or an explicit time grid")
         steps = _steps_for(solver, evals_per_step, nfe, afs)
-        if rho is None and schedule == "polynomial":
-            rho = 7.0
-        if rho is None and schedule == "time_uniform":
-            rho = 1.0
+        if rho is None and schedule in SCHEDULES:
+            rho = default_rho(schedule)
         grid = get_schedule(schedule, steps + 1, sigma_min, sigma_max, rho, **schedule_kw)
     else:
         grid = explicit_grid(schedule)

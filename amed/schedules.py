@@ -16,7 +16,7 @@ import torch
 
 from .errors import AmedTypeError, AmedValueError
 
-__all__ = ["SCHEDULES", "get_schedule", "schedule_options", "refine_schedule", "teacher_indices", "explicit_grid",
+__all__ = ["SCHEDULES", "get_schedule", "default_rho", "schedule_options", "refine_schedule", "teacher_indices", "explicit_grid",
            "DiscreteVP"]
 
 _F64 = torch.float64
@@ -144,6 +144,15 @@ def schedule_options(name: str) -> list[str]:
     params = inspect.signature(SCHEDULES[name]).parameters.values()
     return sorted(p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
                   and p.name not in _COMMON)
+
+
+def default_rho(name: str) -> float | None:
+    """The rho a schedule uses when none is given: its own default (polynomial 7, time_uniform and discrete 1),
+    None for the families without one (logsnr, time_quadratic). Records store it resolved."""
+    if name not in SCHEDULES:
+        raise AmedValueError(f"unknown schedule {name!r}; choose one of {sorted(SCHEDULES)}")
+    p = inspect.signature(SCHEDULES[name]).parameters.get("rho")
+    return None if p is None else float(p.default)
 
 
 def get_schedule(name: str, num_points: int, sigma_min: float = 0.002, sigma_max: float = 80.0,

@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 
 import torch
 
-__all__ = ["lincomb", "lincomb_reference", "triton_available", "default_config", "MAX_TERMS"]
+__all__ = ["lincomb", "lincomb_reference", "triton_available", "fusable", "default_config", "MAX_TERMS"]
 
 MAX_TERMS = 6
 _TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -33,6 +33,12 @@ def triton_available() -> bool:
     except Exception:  # ImportError, or a broken install (e.g. interpreter without numpy)
         return False
     return True
+
+
+def fusable(t0: torch.Tensor, k: int) -> bool:
+    """Whether the Triton kernel takes K terms like ``t0`` (the one rule of the "auto" backend, also used by
+    the solvers' dispatcher ``amed.ops``): CUDA, float32/float16/bfloat16, 1 <= K <= MAX_TERMS, triton imports."""
+    return t0.is_cuda and t0.dtype in _TRITON_DTYPES and 1 <= k <= MAX_TERMS and triton_available()
 
 
 def _check(terms: Sequence[torch.Tensor], coeffs: torch.Tensor,
@@ -207,6 +213,6 @@ def lincomb(terms: Sequence[torch.Tensor], coeffs: torch.Tensor, *,
             raise RuntimeError("backend='triton' requested but `import triton` fails")
         return _lincomb_triton(terms, coeffs, out)
     t0 = terms[0]
-    if backend == "auto" and t0.is_cuda and t0.dtype in _TRITON_DTYPES and triton_available():
+    if backend == "auto" and fusable(t0, len(terms)):
         return _lincomb_triton(terms, coeffs, out)
     return _reference(terms, coeffs, out)
