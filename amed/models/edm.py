@@ -16,6 +16,7 @@ import torch
 from .base import Denoiser, ModelInfo
 from .edm_networks import (NETWORKS, Conv2d, DhariwalUNet, FourierEmbedding, GroupNorm, Linear,
                            PositionalEmbedding, SongUNet, UNetBlock)
+from .precond import edm_noise_label, karras_scalings
 from ..errors import AmedValueError
 
 __all__ = [
@@ -126,10 +127,7 @@ class EDMDenoiser(Denoiser):
         sigma = sigma.to(device=x.device, dtype=torch.float32).reshape(-1, 1, 1, 1)
         labels = self._bound_labels(x.shape[0], x.device)
         dtype = torch.float16 if (self.use_fp16 and x.device.type == "cuda") else torch.float32
-        sd = self.sigma_data
-        c_skip = sd**2 / (sigma**2 + sd**2)
-        c_out = sigma * sd / (sigma**2 + sd**2).sqrt()
-        c_in = 1 / (sd**2 + sigma**2).sqrt()
-        c_noise = sigma.log() / 4
+        c_skip, c_out, c_in = karras_scalings(sigma, self.sigma_data)
+        c_noise = edm_noise_label(sigma)
         f_x = self.model((c_in * x).to(dtype), c_noise.flatten(), class_labels=labels)
         return c_skip * x + c_out * f_x.to(torch.float32)
