@@ -13,7 +13,7 @@ import contextlib
 
 import torch
 
-from .base import Denoiser, ModelInfo
+from .base import Denoiser, ModelInfo, last_8x8_block
 from .edm_networks import (NETWORKS, Conv2d, DhariwalUNet, FourierEmbedding, GroupNorm, Linear,
                            PositionalEmbedding, SongUNet, UNetBlock)
 from .precond import edm_noise_label, karras_scalings
@@ -91,10 +91,7 @@ class EDMDenoiser(Denoiser):
 
     def feature_module(self) -> torch.nn.Module:
         """The last 8x8 encoder block (AMED's hook: 8x8_block3 for DDPM++, 8x8_block2 for ADM)."""
-        names = [n for n in self.model.enc.keys() if n.startswith("8x8_block")]
-        if not names:
-            raise AmedValueError(f"{self.info.name}: the network has no 8x8 encoder block")
-        return self.model.enc[names[-1]]
+        return last_8x8_block(self.model.enc, self.info.name)
 
     @contextlib.contextmanager
     def condition(self, seeds, class_labels: torch.Tensor | None = None):

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .._io import load_safetensors, read_json_object, read_safetensors, sha256_file
-from .base import Denoiser, ModelInfo
+from .base import Denoiser, ModelInfo, last_8x8_block
 from .precond import edm_noise_label, karras_scalings
 from ..errors import AmedFileNotFoundError, AmedValueError
 
@@ -253,8 +253,7 @@ class EmbeddedDenoiser(Denoiser):
         return self.net(x, sigma)
 
     def feature_module(self) -> nn.Module:
-        enc = self.net.model.enc
-        return enc[[k for k in enc.keys() if k.startswith("8x8_block")][-1]]
+        return last_8x8_block(self.net.model.enc, self.info.name)
 
 
 def load_embedded(name: str = DEFAULT, directory: str | Path | None = None) -> EmbeddedDenoiser:
