@@ -53,6 +53,15 @@ def test_no_import_cycle_in_the_package():
     assert _cycle(graph) is None, " -> ".join(_cycle(graph))
 
 
+def test_model_networks_and_preconditioning_sit_below_the_adapters():
+    graph = _graph()
+    assert graph["amed.models.edm_networks"] <= {"amed.errors"}
+    assert graph["amed.models.precond"] == set()
+    for adapter in ("amed.models.edm", "amed.models.cm", "amed.models.embedded"):
+        assert "amed.models.precond" in graph[adapter], adapter
+    assert "amed.models.edm_networks" in graph["amed.models.edm"]
+
+
 def test_the_checker_finds_a_cycle():
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": set()}) is None

@@ -24,7 +24,7 @@ import torch
 
 from ..errors import AmedValueError
 
-__all__ = ["ModelInfo", "Denoiser", "HookedDenoiser", "channel_mean_feature", "to_uint8"]
+__all__ = ["ModelInfo", "Denoiser", "HookedDenoiser", "channel_mean_feature", "last_8x8_block", "to_uint8"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,14 @@ def channel_mean_feature(h: torch.Tensor) -> torch.Tensor:
     if h.ndim != 4:
         raise AmedValueError(f"bottleneck feature must be [B, C, H, W], got shape {tuple(h.shape)}")
     return h.detach().float().mean(dim=1)
+
+
+def last_8x8_block(enc: torch.nn.ModuleDict, name: str) -> torch.nn.Module:
+    """The last 8x8 encoder block of an EDM-style U-Net (``enc['8x8_block<i>']``): the AMED feature's source."""
+    names = [n for n in enc.keys() if n.startswith("8x8_block")]
+    if not names:
+        raise AmedValueError(f"{name}: the network has no 8x8 encoder block")
+    return enc[names[-1]]
 
 
 class Denoiser(torch.nn.Module):

@@ -17,6 +17,7 @@ import torch
 from torch.nn import functional as F
 
 from .base import Denoiser, ModelInfo
+from .precond import karras_scalings
 from .._io import open_regular
 from ..errors import AmedValueError
 
@@ -244,10 +245,7 @@ class CMDenoiser(Denoiser):
         x = x.to(torch.float32)
         sigma = sigma.to(device=x.device, dtype=torch.float32)
         s = sigma.reshape(-1, 1, 1, 1)
-        sd = self.sigma_data
-        c_skip = sd**2 / (s**2 + sd**2)
-        c_out = s * sd / (s**2 + sd**2).sqrt()
-        c_in = 1 / (s**2 + sd**2).sqrt()
+        c_skip, c_out, c_in = karras_scalings(s, self.sigma_data)
         t = 1000 * 0.25 * torch.log(sigma + 1e-44)
         return c_skip * x + c_out * self.model(c_in * x, t).to(torch.float32)
 

@@ -5,11 +5,11 @@ It lets every workflow run offline on a laptop CPU. The default is trained by
 Weights are EMA safetensors under ``amed/assets/`` with a JSON record. The record holds the training
 invocation and the sha256 of the weights, and ``load_embedded`` checks that sha256 before loading.
 
-Preconditioning follows EDM (Karras et al. 2022, Table 1): c_skip = sd^2/(s^2+sd^2),
-c_out = s*sd/sqrt(s^2+sd^2), c_in = 1/sqrt(s^2+sd^2), c_noise = ln(s)/4, with sd = sigma_data, the
-data std. The AMED feature is the output of the last encoder block at 8x8 (``enc["8x8_block1"]``).
-This is the same place the authors hook on EDM's CIFAR-10 net (``enc['8x8_block3']``, the last
-8x8 encoder block), and for 8x8 inputs it is the deepest full-resolution encoder activation.
+Preconditioning follows EDM (Karras et al. 2022, Table 1; ``amed.models.precond``), c_noise = ln(sigma)/4,
+with sigma_data the data std. The AMED feature is the output of the last encoder block at 8x8
+(``enc["8x8_block1"]``). This is the same place the authors hook on EDM's CIFAR-10 net
+(``enc['8x8_block3']``, the last 8x8 encoder block), and for 8x8 inputs it is the deepest full-resolution
+encoder activation.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ import torch
 from torch import nn
 
 from .._io import load_safetensors, read_json_object, read_safetensors, sha256_file
-from .base import Denoiser, ModelInfo
+from .base import Denoiser, ModelInfo, last_8x8_block
+from .precond import edm_noise_label, karras_scalings
 from ..errors import AmedFileNotFoundError, AmedValueError
 
 __all__ = [
@@ -219,11 +220,8 @@ class EDMPrecond(nn.Module):
         dtype = x.dtype
         x = x.float()
         sigma = sigma.float().reshape(-1, 1, 1, 1)
-        sd = self.sigma_data
-        c_skip = sd**2 / (sigma**2 + sd**2)
-        c_out = sigma * sd / (sigma**2 + sd**2).sqrt()
-        c_in = 1 / (sd**2 + sigma**2).sqrt()
-        c_noise = sigma.flatten().log() / 4
+        c_skip, c_out, c_in = karras_scalings(sigma, self.sigma_data)
+        c_noise = edm_noise_label(sigma.flatten())
         F_x = self.model(c_in * x, c_noise)
         return (c_skip * x + c_out * F_x).to(dtype)
 
@@ -255,8 +253,7 @@ class EmbeddedDenoiser(Denoiser):
         return self.net(x, sigma)
 
     def feature_module(self) -> nn.Module:
-        enc = self.net.model.enc
-        return enc[[k for k in enc.keys() if k.startswith("8x8_block")][-1]]
+        return last_8x8_block(self.net.model.enc, self.info.name)
 
 
 def load_embedded(name: str = DEFAULT, directory: str | Path | None = None) -> EmbeddedDenoiser:

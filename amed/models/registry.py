@@ -67,9 +67,10 @@ def _edm(name, file, size, desc, shape):
     return ModelSpec(name, _EDM + file, "edm-pickle", EDM_LICENSE, size, None, _load_edm, desc, shape=shape)
 
 
-def _sd(name, repo, desc):
-    from .sd import SD_LICENSE  # no heavy import: sd.py imports diffusers lazily
+def _sd(name, desc):
+    from .sd import SD_LICENSE, SD_REPOS  # no heavy import: sd.py imports diffusers lazily
 
+    repo = SD_REPOS[name]
     return ModelSpec(name, f"https://huggingface.co/{repo}", "diffusers", SD_LICENSE,
                      "~4.3 GB (fp32 UNet + VAE + text encoder)", None, _load_sd, desc, repo=repo, shape=(4, 64, 64))
 
@@ -87,9 +88,8 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec("lsun_bedroom", "https://openaipublic.blob.core.windows.net/consistency/edm_bedroom256_ema.pt",
                   "cm-state-dict", CM_LICENSE, "~2.1 GB", None, _load_cm,
                   "consistency-models EDM teacher, LSUN Bedroom 256x256", shape=(3, 256, 256)),
-        _sd("sd-v1-4", "CompVis/stable-diffusion-v1-4", "Stable Diffusion v1.4 (paper), CFG 7.5, MS-COCO prompts"),
-        _sd("sd-v1-5", "stable-diffusion-v1-5/stable-diffusion-v1-5",
-            "Stable Diffusion v1.5 (authors' code; community mirror of runwayml)"),
+        _sd("sd-v1-4", "Stable Diffusion v1.4 (paper), CFG 7.5, MS-COCO prompts"),
+        _sd("sd-v1-5", "Stable Diffusion v1.5 (authors' code; community mirror of runwayml)"),
     ]
 }
 

@@ -4,7 +4,8 @@ An EDM ``.pkl`` stores every network class as ``torch_utils.persistence._reconst
 where ``meta['module_src']`` is Python source that EDM's own loader ``exec``s. This unpickler never
 runs it: the allow-list below maps the handful of globals an EDM snapshot references to inert
 replacements (a stub record per persistent object), then the EMA network's state dict and its
-``_init_kwargs`` are read from those stubs and loaded into the clean-room network of ``amed.models.edm``.
+``_init_kwargs`` are read from those stubs and loaded into ``amed.models.edm``'s adapter around the
+clean-room network of ``amed.models.edm_networks``.
 Any other global is refused before anything is called.
 """
 
