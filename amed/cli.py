@@ -15,6 +15,7 @@ import time
 import warnings
 from pathlib import Path
 
+from .calls import model_sigma_range, sample_shape
 from .errors import AmedError, AmedValueError
 
 __all__ = ["main"]
@@ -118,24 +119,11 @@ def _maybe_compile(model, setting: str, device, text_to_image: bool = False):
     return compile_denoiser(model, mode="reduce-overhead" if setting == "reduce-overhead" else None, fallback=auto)
 
 
-def _shape(model) -> tuple:
-    info = getattr(model, "info", None)
-    if info is None:
-        raise AmedValueError("the model has no ModelInfo; cannot infer the sample shape")
-    return tuple(info.shape)
-
-
 def _text_to_image(args) -> bool:
     from .models.embedded import DEFAULT  # noqa: PLC0415
     from .models.registry import is_text_to_image  # noqa: PLC0415
 
     return is_text_to_image(args.model or DEFAULT)
-
-
-def _sigma_range(model) -> tuple[float, float]:
-    """The model's own noise range (0.002..80 for EDM-style models, the discrete table's ends for SD)."""
-    info = getattr(model, "info", None)
-    return (float(getattr(info, "sigma_min", 0.002)), float(getattr(info, "sigma_max", 80.0)))
 
 
 def _check_out(*paths) -> None:
@@ -202,7 +190,7 @@ def cmd_sample(args) -> int:
     if predictor is not None and args.model is None and predictor.config.model:
         args.model = predictor.config.model  # the model the predictor was trained for
     model = _maybe_compile(_load_model(args, device), args.compile, device, _text_to_image(args))
-    shape = _shape(model)
+    shape = sample_shape(model)
     options = (cell.get("options") or None) if cell is not None else (_options(args.opt) or None)
     given = dict(solver=args.solver, nfe=args.nfe, schedule=args.schedule, afs=args.afs, sigma_min=args.sigma_min,
                  sigma_max=args.sigma_max, rho=args.rho, solver_options=options)
@@ -215,7 +203,7 @@ def cmd_sample(args) -> int:
         kw = {k: v for k, v in given.items() if v is not None and k != "schedule"}
         kw["schedule"] = grid_file
     elif predictor is None:
-        lo, hi = _sigma_range(model)
+        lo, hi = model_sigma_range(model)
         defaults = dict(solver="ipndm", nfe=5, schedule="polynomial", afs=False, sigma_min=lo, sigma_max=hi)
         kw = {k: (defaults.get(k) if v is None else v) for k, v in given.items()}
     else:  # only what the user set; a disagreement with the predictor's record is an error
@@ -308,7 +296,7 @@ def _bar(total, desc, quiet):
 
 def _amed_settings(args, model, cell: dict | None = None) -> dict:
     """AMEDConfig overrides: from the cell settings file when there is one, else from the flags."""
-    lo, hi = _sigma_range(model)  # unset --sigma-min/--sigma-max: the model's range
+    lo, hi = model_sigma_range(model)  # unset --sigma-min/--sigma-max: the model's range
     if cell is not None:
         from .settings import teacher_settings  # noqa: PLC0415
 
@@ -349,7 +337,7 @@ def cmd_gits(args) -> int:
     device = _device(args.device)
     model = _maybe_compile(_load_model(args, device), args.compile, device, _text_to_image(args))
     log = None if args.quiet else (lambda m: print(m, file=sys.stderr))
-    rec = search_schedule(model, _shape(model), solver=args.solver, nfe=args.nfe, afs=args.afs,
+    rec = search_schedule(model, sample_shape(model), solver=args.solver, nfe=args.nfe, afs=args.afs,
                           amed=True if args.amed else None, solver_options=_options(args.opt),
                           num_fine=args.num_fine, num_warmup=args.warmup, coeff=args.coeff, metric=args.metric,
                           jump=args.jump, teacher=args.teacher, teacher_options=_options(args.teacher_opt) or None,
@@ -376,7 +364,7 @@ def cmd_teacher(args) -> int:
     dtype = (cell.get("train") or {}).get("cache_dtype") or args.cache_dtype if cell is not None else args.cache_dtype
     t0 = time.perf_counter()
     bar = _bar(t["num_trajectories"] + t["holdout"], f"teacher {cfg.teacher} M={cfg.M}", args.quiet)
-    cache = build_teacher_cache(model, args.out, cfg, _shape(model), t["num_trajectories"], seed=t["seed"],
+    cache = build_teacher_cache(model, args.out, cfg, sample_shape(model), t["num_trajectories"], seed=t["seed"],
                                 batch=t["batch"], dtype=dtype, device=device, progress=bar, holdout=t["holdout"],
                                 replace_mismatched=args.replace_mismatched)
     print(f"teacher cache {cfg.teacher} (M={cfg.M}, {cfg.num_points} student points, {cache.meta['num_seeds']} "
@@ -402,7 +390,7 @@ def cmd_train(args) -> int:
         cfg = default_config(args.solver, args.nfe, **_amed_settings(args, model, cell))
         t = _train_args(args, cell)
         dtype = ((cell.get("train") or {}).get("cache_dtype") if cell is not None else None) or args.cache_dtype
-        cache = build_teacher_cache(model, args.cache, cfg, _shape(model), t["num_trajectories"], seed=t["seed"],
+        cache = build_teacher_cache(model, args.cache, cfg, sample_shape(model), t["num_trajectories"], seed=t["seed"],
                                     batch=t["batch"], dtype=dtype, device=device, holdout=t["holdout"])
     elif args.cache:
         from ._io import read_json_object  # noqa: PLC0415
@@ -414,7 +402,7 @@ def cmd_train(args) -> int:
         meta.pop("shard_sha256", None)
         cache = TeacherCache(args.cache, meta)  # checked against this run's settings in train_predictor
     log = None if args.quiet else (lambda m: print(m, file=sys.stderr))
-    pred = train_predictor(model, _shape(model), solver=args.solver, nfe=args.nfe, cache=cache, device=device,
+    pred = train_predictor(model, sample_shape(model), solver=args.solver, nfe=args.nfe, cache=cache, device=device,
                            progress=not args.quiet, log=log, train_seed=args.train_seed,
                            **_train_args(args, cell), **_amed_settings(args, model, cell))
     path = pred.save(args.out)

@@ -18,6 +18,7 @@ from .schedules import explicit_grid, get_schedule, schedule_options
 from .solvers import SOLVERS, Solver, make_solver
 from .calls import (MAX_SEEDS, FiniteWatch, ModelCall, afs_denoise, check_noise, conditioned,  # noqa: F401
                     parse_seeds, randn_seeds, resolve_device, supplies_features)
+from .calls import model_sigma_range
 from .errors import AmedTypeError, AmedValueError
 
 __all__ = ["sample", "sample_trajectory", "randn_seeds", "parse_seeds", "Plan", "plan", "ModelCall", "afs_denoise",
@@ -179,10 +180,9 @@ def _grid_settings(denoiser, args: dict, predictor) -> dict:
 
 def _run(denoiser, noise: Tensor, args: dict, predictor, keep_trajectory: bool, schedule_kw: dict):
     check_noise(denoiser, noise)
-    info = getattr(denoiser, "info", None)
-    for k in ("sigma_min", "sigma_max"):  # unset: the model's own range (0.002..80 for EDM models, SD's table ends)
-        if isinstance(args.get(k), _Default) and isinstance(getattr(info, k, None), (int, float)):
-            args = {**args, k: _Default(float(getattr(info, k)))}
+    for k, v in zip(("sigma_min", "sigma_max"), model_sigma_range(denoiser)):  # unset: the model's own range
+        if isinstance(args.get(k), _Default):
+            args = {**args, k: _Default(v)}
     args = _grid_settings(denoiser, args, predictor)
     a = _resolve(args, predictor)
     _check_schedule_kw(a["schedule"], schedule_kw)
