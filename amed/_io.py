@@ -1,5 +1,5 @@
-"""File helpers shared by every writer and reader: atomic writes (bytes, CSV tables), sha256 checksums, and
-guarded reads.
+"""File helpers shared by every writer and reader: atomic writes (bytes, CSV tables, .npy/.npz arrays), sha256
+checksums, and guarded reads.
 
 Every file a user names (models, predictors, statistics, sample shards, captions, records) is opened
 through ``open_regular``: only a regular file, after resolving symlinks, is read, so a FIFO never
@@ -26,8 +26,9 @@ from typing import BinaryIO, Iterator, Sequence
 
 from .errors import AmedFileNotFoundError, AmedOSError, AmedValueError
 
-__all__ = ["atomic_write_bytes", "csv_bytes", "write_csv", "sha256_file", "open_regular", "read_regular_bytes", "read_regular_text",
-           "open_regular_text", "read_json_object", "read_safetensors", "load_safetensors", "NpzReader", "NpyHeader"]
+__all__ = ["atomic_write_bytes", "csv_bytes", "write_csv", "write_npy", "write_npz", "sha256_file", "open_regular",
+           "read_regular_bytes", "read_regular_text", "open_regular_text", "read_json_object", "read_safetensors",
+           "load_safetensors", "NpzReader", "NpyHeader"]
 
 MiB = 1 << 20
 MAX_ARRAY_BYTES = 1 << 40  # no .npy member of any file this project reads declares more (1 TiB)
@@ -201,6 +202,24 @@ def write_csv(path: str | os.PathLike, rows: Sequence[dict], fields: Sequence[st
         raise AmedValueError(f"write_csv: no rows to write to {str(path)!r}")
     atomic_write_bytes(path, csv_bytes(rows, fields, lineterminator))
     return Path(path)
+
+
+def write_npy(path: str | os.PathLike, array) -> None:
+    """One array as ``.npy`` (``numpy.save``), written atomically."""
+    import numpy as np  # noqa: PLC0415
+
+    buf = io.BytesIO()
+    np.save(buf, array)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def write_npz(path: str | os.PathLike, **arrays) -> None:
+    """Named arrays as an uncompressed ``.npz`` (``numpy.savez``), written atomically."""
+    import numpy as np  # noqa: PLC0415
+
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 # ------------------------------------------------------------------------------------------ .npz
