@@ -72,10 +72,10 @@ def trajectory_pca(traj: torch.Tensor, components: int = 2, chunk: int = 256) ->
 
 def load_on(name: str, device="auto"):
     """(model, device): a registered model or checkpoint, moved to ``device`` ("auto": CUDA if available), eval."""
-    from .models.registry import load_model  # noqa: PLC0415
+    from .models.registry import open_model  # noqa: PLC0415
 
     device = resolve_device(device)
-    return load_model(name).to(device).eval(), device
+    return open_model(name, device), device
 
 
 @torch.no_grad()
