@@ -1,4 +1,5 @@
-"""File helpers shared by every writer and reader: atomic writes, sha256 checksums, and guarded reads.
+"""File helpers shared by every writer and reader: atomic writes (bytes, CSV tables, .npy/.npz arrays), sha256
+checksums, and guarded reads.
 
 Every file a user names (models, predictors, statistics, sample shards, captions, records) is opened
 through ``open_regular``: only a regular file, after resolving symlinks, is read, so a FIFO never
@@ -21,12 +22,13 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Iterator, Sequence
 
 from .errors import AmedFileNotFoundError, AmedOSError, AmedValueError
 
-__all__ = ["atomic_write_bytes", "sha256_file", "open_regular", "read_regular_bytes", "read_regular_text",
-           "open_regular_text", "read_json_object", "read_safetensors", "load_safetensors", "NpzReader", "NpyHeader"]
+__all__ = ["atomic_write_bytes", "csv_bytes", "write_csv", "write_npy", "write_npz", "sha256_file", "open_regular",
+           "read_regular_bytes", "read_regular_text", "open_regular_text", "read_json_object", "read_safetensors",
+           "load_safetensors", "NpzReader", "NpyHeader"]
 
 MiB = 1 << 20
 MAX_ARRAY_BYTES = 1 << 40  # no .npy member of any file this project reads declares more (1 TiB)
@@ -178,6 +180,46 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def csv_bytes(rows: Sequence[dict], fields: Sequence[str] | None = None, lineterminator: str = "\n") -> bytes:
+    """``rows`` (dicts) as UTF-8 CSV: a header of ``fields`` (default: the first row's keys), then one line per row."""
+    import csv  # noqa: PLC0415
+
+    if not fields and not rows:
+        raise AmedValueError("csv_bytes: no rows and no fields, so no header")
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=list(fields) if fields else list(rows[0]), lineterminator=lineterminator)
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue().encode()
+
+
+def write_csv(path: str | os.PathLike, rows: Sequence[dict], fields: Sequence[str] | None = None,
+              lineterminator: str = "\n") -> Path:
+    """``csv_bytes(rows, fields, lineterminator)`` written atomically to ``path``; no rows is an error."""
+    if not rows:
+        raise AmedValueError(f"write_csv: no rows to write to {str(path)!r}")
+    atomic_write_bytes(path, csv_bytes(rows, fields, lineterminator))
+    return Path(path)
+
+
+def write_npy(path: str | os.PathLike, array) -> None:
+    """One array as ``.npy`` (``numpy.save``), written atomically."""
+    import numpy as np  # noqa: PLC0415
+
+    buf = io.BytesIO()
+    np.save(buf, array)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def write_npz(path: str | os.PathLike, **arrays) -> None:
+    """Named arrays as an uncompressed ``.npz`` (``numpy.savez``), written atomically."""
+    import numpy as np  # noqa: PLC0415
+
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 # ------------------------------------------------------------------------------------------ .npz

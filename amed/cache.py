@@ -82,6 +82,17 @@ class TeacherCache:
                                  f"this run needs {k}={meta[k]!r}; use another cache directory or delete this one")
             self.hashes = dict(stored.get("shard_sha256", {}))
 
+    @classmethod
+    def reopen(cls, root: str | os.PathLike) -> "TeacherCache":
+        """The cache an earlier build left in ``root``, with the identity its metadata states (a run checks that
+        identity against its own settings before using it)."""
+        meta_path = Path(root) / "meta.json"
+        if not meta_path.exists():
+            raise AmedValueError(f"no teacher cache at {root} (run `amed teacher` first)")
+        meta = read_json_object(meta_path, "teacher cache metadata")
+        meta.pop("shard_sha256", None)
+        return cls(root, meta)
+
     def _clear(self) -> None:
         """Remove this directory's cache files (metadata first, so a kill midway leaves no valid-looking cache)."""
         (self.root / "meta.json").unlink(missing_ok=True)

@@ -225,6 +225,23 @@ class FiniteWatch:
             f"{float(self.grid[i + 1]):.6g}); try more NFE, another schedule, or check the denoiser")
 
 
+def model_sigma_range(denoiser, default: tuple[float, float] = (0.002, 80.0)) -> tuple[float, float]:
+    """(sigma_min, sigma_max): the model's own noise range from its ``info`` (0.002..80 for EDM-style models, the
+    discrete table's ends for SD); ``default``'s end wherever the info states no number."""
+    info = getattr(denoiser, "info", None)
+    lo, hi = (getattr(info, k, None) for k in ("sigma_min", "sigma_max"))
+    return (float(lo) if isinstance(lo, (int, float)) else float(default[0]),
+            float(hi) if isinstance(hi, (int, float)) else float(default[1]))
+
+
+def sample_shape(denoiser) -> tuple:
+    """The per-image sample shape the model declares in its ``info`` (ModelInfo.shape)."""
+    info = getattr(denoiser, "info", None)
+    if info is None:
+        raise AmedValueError("the model has no ModelInfo; cannot infer the sample shape")
+    return tuple(info.shape)
+
+
 def check_noise(denoiser, noise: Tensor) -> None:
     """noise is [B, *shape] with the adapter's sample shape (ModelInfo.shape) when it declares one."""
     if not isinstance(noise, Tensor):

@@ -8,13 +8,13 @@ other exception is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
 import time
 import warnings
 from pathlib import Path
 
+from .calls import model_sigma_range, sample_shape
 from .errors import AmedError, AmedValueError
 
 __all__ = ["main"]
@@ -65,77 +65,31 @@ def _device(name: str):
 
 
 def _load_model(args, device):
-    """The model of --model, with --guidance/--prompts bound (text-to-image models only)."""
+    """The model of --model on ``device``, with --guidance/--prompts bound (text-to-image models only)."""
     import math  # noqa: PLC0415
 
     from .models.embedded import DEFAULT  # noqa: PLC0415
-    from .models.registry import is_text_to_image, load_model  # noqa: PLC0415
+    from .models.registry import is_text_to_image, open_model  # noqa: PLC0415
 
     name = args.model or DEFAULT
     guidance, prompts = getattr(args, "guidance", None), getattr(args, "prompts", None)
-    kwargs = {}
     if guidance is not None or prompts is not None:
         given = " and ".join(f for f, v in (("--guidance", guidance), ("--prompts", prompts)) if v is not None)
         if not is_text_to_image(name):
             raise AmedValueError(f"{given} apply to text-to-image (diffusers) models only; model {name!r} is not one")
-        if guidance is not None:
-            if not math.isfinite(guidance):
-                raise AmedValueError(f"--guidance must be a finite number, got {guidance!r}")
-            kwargs["guidance_scale"] = guidance
-        if prompts is not None:
-            from .models.sd import read_captions  # noqa: PLC0415
-
-            kwargs["captions"] = read_captions(prompts)
-    model = load_model(name, **kwargs)
-    if hasattr(model, "to"):
-        model = model.to(device)
-    if hasattr(model, "eval"):
-        model.eval()
-    return model
+        if guidance is not None and not math.isfinite(guidance):
+            raise AmedValueError(f"--guidance must be a finite number, got {guidance!r}")
+    return open_model(name, device, guidance=guidance, prompts=prompts)
 
 
-def _maybe_compile(model, setting: str, device, text_to_image: bool = False):
-    """--compile: auto, on, off, or reduce-overhead (CUDA graphs).
-
-    auto compiles on CUDA only (amed.compile.should_compile; on the CPU 1.2x does not repay the compile),
-    and not text-to-image models (compiled Stable Diffusion is untested here, and CFG amplifies compiled-vs-
-    eager differences); if compiling or the first-call check against eager fails, auto warns and stays
-    eager. on / reduce-overhead compile whatever the device and make such a failure an error. Compilation
-    is lazy, once per batch shape.
-    """
-    from .compile import compile_denoiser, should_compile  # noqa: PLC0415
-    from .models.base import Denoiser  # noqa: PLC0415
-
-    auto = setting == "auto"
-    if setting == "off" or (auto and (not should_compile(device) or text_to_image)):
-        return model
-    if not isinstance(model, Denoiser):
-        if auto:
-            return model
-        raise AmedValueError(f"--compile {setting} needs an amed Denoiser adapter, got {type(model).__name__}")
-    if setting == "reduce-overhead" and device.type != "cuda":
-        raise AmedValueError(f"--compile reduce-overhead (CUDA graphs) needs --device cuda, got {device}")
-    return compile_denoiser(model, mode="reduce-overhead" if setting == "reduce-overhead" else None, fallback=auto)
-
-
-def _shape(model) -> tuple:
-    info = getattr(model, "info", None)
-    if info is None:
-        raise AmedValueError("the model has no ModelInfo; cannot infer the sample shape")
-    return tuple(info.shape)
-
-
-def _text_to_image(args) -> bool:
+def _compiled_model(args, device):
+    """The model of --model under --compile (amed.compile.compile_setting: auto leaves text-to-image models eager)."""
+    from .compile import compile_setting  # noqa: PLC0415
     from .models.embedded import DEFAULT  # noqa: PLC0415
     from .models.registry import is_text_to_image  # noqa: PLC0415
 
-    return is_text_to_image(args.model or DEFAULT)
-
-
-def _sigma_range(model) -> tuple[float, float]:
-    """The model's own noise range (0.002..80 for EDM-style models, the discrete table's ends for SD)."""
-    info = getattr(model, "info", None)
-    return (float(getattr(info, "sigma_min", 0.002)), float(getattr(info, "sigma_max", 80.0)))
+    model = _load_model(args, device)
+    return compile_setting(model, args.compile, device, is_text_to_image(args.model or DEFAULT))
 
 
 def _check_out(*paths) -> None:
@@ -143,16 +97,6 @@ def _check_out(*paths) -> None:
     for p in paths:
         if p is not None and Path(p).is_dir():
             raise AmedValueError(f"--out {str(p)!r} is a directory; name a file")
-
-
-def _save_npz(path: Path, **arrays) -> None:
-    import numpy as np  # noqa: PLC0415
-
-    from .predictor import atomic_write_bytes  # noqa: PLC0415
-
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    atomic_write_bytes(path, buf.getvalue())
 
 
 # ------------------------------------------------------------------------------------ commands
@@ -185,12 +129,10 @@ def cmd_solvers(args) -> int:
 
 
 def cmd_sample(args) -> int:
-    import numpy as np  # noqa: PLC0415
-
-    from . import load_predictor, parse_seeds, randn_seeds, sample  # noqa: PLC0415
+    from . import load_predictor, parse_seeds  # noqa: PLC0415
     from .gridfile import is_grid_path, load_grid  # noqa: PLC0415
     from .plugin import model_guidance  # noqa: PLC0415
-    from .sampling import conditioned  # noqa: PLC0415
+    from .samples import sample_seeds, write_shard  # noqa: PLC0415
 
     cell = _settings(args)
     if cell is not None and cell.get("batch"):
@@ -201,8 +143,8 @@ def cmd_sample(args) -> int:
     predictor = _sample_predictor(args, load_predictor) if args.predictor else None
     if predictor is not None and args.model is None and predictor.config.model:
         args.model = predictor.config.model  # the model the predictor was trained for
-    model = _maybe_compile(_load_model(args, device), args.compile, device, _text_to_image(args))
-    shape = _shape(model)
+    model = _compiled_model(args, device)
+    shape = sample_shape(model)
     options = (cell.get("options") or None) if cell is not None else (_options(args.opt) or None)
     given = dict(solver=args.solver, nfe=args.nfe, schedule=args.schedule, afs=args.afs, sigma_min=args.sigma_min,
                  sigma_max=args.sigma_max, rho=args.rho, solver_options=options)
@@ -215,30 +157,23 @@ def cmd_sample(args) -> int:
         kw = {k: v for k, v in given.items() if v is not None and k != "schedule"}
         kw["schedule"] = grid_file
     elif predictor is None:
-        lo, hi = _sigma_range(model)
+        lo, hi = model_sigma_range(model)
         defaults = dict(solver="ipndm", nfe=5, schedule="polynomial", afs=False, sigma_min=lo, sigma_max=hi)
         kw = {k: (defaults.get(k) if v is None else v) for k, v in given.items()}
     else:  # only what the user set; a disagreement with the predictor's record is an error
         kw = {k: v for k, v in given.items() if v is not None}
     out = Path(args.out)
-    images, t0 = [], time.perf_counter()
+    t0 = time.perf_counter()
     label = "amed" if predictor is not None else kw.get("solver", grid_file.solver if grid_file else "ipndm")
     bar = _bar(len(seeds), f"sample {label}", args.quiet)
-    for i in range(0, len(seeds), args.batch):
-        chunk = seeds[i:i + args.batch]
-        noise = randn_seeds(chunk, shape, device=device)
-        with conditioned(model, chunk):
-            x = sample(model, noise, predictor=predictor, **kw)
-        images.append(model.images(x).numpy() if hasattr(model, "images") else _uint8(x))
-        bar(len(chunk))
-    imgs = np.concatenate(images)
+    imgs = sample_seeds(model, seeds, shape, args.batch, device, bar, predictor=predictor, **kw)
     meta = {"model": getattr(getattr(model, "info", None), "name", args.model), "predictor": args.predictor,
             "compiled": type(model).__name__ == "CompiledDenoiser",
             "guidance": model_guidance(model), "prompts": args.prompts,
             **(kw if predictor is None else {"record": predictor.config.to_json()})}
     if grid_file is not None:
         meta.update(schedule=args.schedule, grid_record=grid_file.to_json())
-    _save_npz(out, images=imgs, seeds=np.asarray(seeds, dtype=np.int64), meta=np.asarray(json.dumps(meta, default=str)))
+    write_shard(out, imgs, seeds, meta)
     dt = time.perf_counter() - t0
     print(f"sampled {len(seeds)} images {tuple(imgs.shape[1:])} in {dt:.1f} s ({len(seeds) / dt:.1f} img/s) -> {out}")
     return 0
@@ -291,12 +226,6 @@ def cmd_import_predictor(args) -> int:
     return 0
 
 
-def _uint8(x):
-    from .models.base import to_uint8  # noqa: PLC0415
-
-    return to_uint8(x).numpy()
-
-
 def _bar(total, desc, quiet):
     if quiet:
         return lambda n: None
@@ -308,7 +237,7 @@ def _bar(total, desc, quiet):
 
 def _amed_settings(args, model, cell: dict | None = None) -> dict:
     """AMEDConfig overrides: from the cell settings file when there is one, else from the flags."""
-    lo, hi = _sigma_range(model)  # unset --sigma-min/--sigma-max: the model's range
+    lo, hi = model_sigma_range(model)  # unset --sigma-min/--sigma-max: the model's range
     if cell is not None:
         from .settings import teacher_settings  # noqa: PLC0415
 
@@ -347,9 +276,9 @@ def cmd_gits(args) -> int:
         for k, v in (cell.get("gits") or {}).items():
             setattr(args, k, v)  # num_fine, warmup, jump_warmup, coeff, metric, seed: the flags' own names
     device = _device(args.device)
-    model = _maybe_compile(_load_model(args, device), args.compile, device, _text_to_image(args))
+    model = _compiled_model(args, device)
     log = None if args.quiet else (lambda m: print(m, file=sys.stderr))
-    rec = search_schedule(model, _shape(model), solver=args.solver, nfe=args.nfe, afs=args.afs,
+    rec = search_schedule(model, sample_shape(model), solver=args.solver, nfe=args.nfe, afs=args.afs,
                           amed=True if args.amed else None, solver_options=_options(args.opt),
                           num_fine=args.num_fine, num_warmup=args.warmup, coeff=args.coeff, metric=args.metric,
                           jump=args.jump, teacher=args.teacher, teacher_options=_options(args.teacher_opt) or None,
@@ -370,13 +299,13 @@ def cmd_teacher(args) -> int:
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise AmedValueError(f"--out {args.out!r} is a file; a teacher cache is a directory")
     device = _device(args.device)
-    model = _maybe_compile(_load_model(args, device), args.compile, device, _text_to_image(args))
+    model = _compiled_model(args, device)
     cfg = default_config(args.solver, args.nfe, **_amed_settings(args, model, cell))
     t = _train_args(args, cell)
     dtype = (cell.get("train") or {}).get("cache_dtype") or args.cache_dtype if cell is not None else args.cache_dtype
     t0 = time.perf_counter()
     bar = _bar(t["num_trajectories"] + t["holdout"], f"teacher {cfg.teacher} M={cfg.M}", args.quiet)
-    cache = build_teacher_cache(model, args.out, cfg, _shape(model), t["num_trajectories"], seed=t["seed"],
+    cache = build_teacher_cache(model, args.out, cfg, sample_shape(model), t["num_trajectories"], seed=t["seed"],
                                 batch=t["batch"], dtype=dtype, device=device, progress=bar, holdout=t["holdout"],
                                 replace_mismatched=args.replace_mismatched)
     print(f"teacher cache {cfg.teacher} (M={cfg.M}, {cfg.num_points} student points, {cache.meta['num_seeds']} "
@@ -402,19 +331,12 @@ def cmd_train(args) -> int:
         cfg = default_config(args.solver, args.nfe, **_amed_settings(args, model, cell))
         t = _train_args(args, cell)
         dtype = ((cell.get("train") or {}).get("cache_dtype") if cell is not None else None) or args.cache_dtype
-        cache = build_teacher_cache(model, args.cache, cfg, _shape(model), t["num_trajectories"], seed=t["seed"],
+        cache = build_teacher_cache(model, args.cache, cfg, sample_shape(model), t["num_trajectories"], seed=t["seed"],
                                     batch=t["batch"], dtype=dtype, device=device, holdout=t["holdout"])
     elif args.cache:
-        from ._io import read_json_object  # noqa: PLC0415
-
-        meta_path = Path(args.cache) / "meta.json"
-        if not meta_path.exists():
-            raise AmedValueError(f"no teacher cache at {args.cache} (run `amed teacher` first)")
-        meta = read_json_object(meta_path, "teacher cache metadata")
-        meta.pop("shard_sha256", None)
-        cache = TeacherCache(args.cache, meta)  # checked against this run's settings in train_predictor
+        cache = TeacherCache.reopen(args.cache)  # checked against this run's settings in train_predictor
     log = None if args.quiet else (lambda m: print(m, file=sys.stderr))
-    pred = train_predictor(model, _shape(model), solver=args.solver, nfe=args.nfe, cache=cache, device=device,
+    pred = train_predictor(model, sample_shape(model), solver=args.solver, nfe=args.nfe, cache=cache, device=device,
                            progress=not args.quiet, log=log, train_seed=args.train_seed,
                            **_train_args(args, cell), **_amed_settings(args, model, cell))
     path = pred.save(args.out)
@@ -467,14 +389,12 @@ def _inception_choice(args) -> str | None:
 
 
 def _save_features(path, chunks) -> None:
-    """Write the per-image feature matrix, float64 [N, D] in input order, as .npy (atomically)."""
+    """--features-out: the per-image feature matrix, float64 [N, D] in input order, as .npy (atomically)."""
     import numpy as np  # noqa: PLC0415
 
-    from ._io import atomic_write_bytes  # noqa: PLC0415
+    from ._io import write_npy  # noqa: PLC0415
 
-    buf = io.BytesIO()
-    np.save(buf, np.concatenate(chunks).astype(np.float64, copy=False))
-    atomic_write_bytes(path, buf.getvalue())
+    write_npy(path, np.concatenate(chunks).astype(np.float64, copy=False))
 
 
 def cmd_fid(args) -> int:

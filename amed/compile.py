@@ -51,8 +51,8 @@ import torch
 from .models.base import Denoiser, _as_batch_sigma, channel_mean_feature
 from .errors import AmedError, AmedValueError
 
-__all__ = ["compile_denoiser", "should_compile", "CompiledDenoiser", "CompileMismatch", "CompileFailed",
-           "recompile_count",
+__all__ = ["compile_denoiser", "compile_setting", "should_compile", "CompiledDenoiser", "CompileMismatch",
+           "CompileFailed", "recompile_count",
            "FP32_TOL", "CUDA_TOL", "AUTOCAST_TOL"]
 
 FP32_TOL = 1e-4  # max|compiled - eager| <= tol * max(1, max|eager|), for D and for h (CPU, float32)
@@ -305,3 +305,25 @@ def _example(model: Denoiser, example_batch):
     if isinstance(example_batch, (tuple, list)) and len(example_batch) == 2:
         return example_batch[0], example_batch[1]
     raise AmedValueError(f"example_batch must be None, an int or (x, sigma), got {type(example_batch).__name__}")
+
+
+def compile_setting(model, setting: str, device, text_to_image: bool = False):
+    """The model under a compile setting (``--compile``, a cell's ``compile``): auto, on, off, or reduce-overhead
+    (CUDA graphs).
+
+    auto compiles on CUDA only (``should_compile``; on the CPU 1.2x does not repay the compile), and not
+    text-to-image models (compiled Stable Diffusion is untested here, and CFG amplifies compiled-vs-eager
+    differences); if compiling or the first-call check against eager fails, auto warns and stays eager. on /
+    reduce-overhead compile whatever the device and make such a failure an error. Compilation is lazy, once per
+    batch shape.
+    """
+    auto = setting == "auto"
+    if setting == "off" or (auto and (not should_compile(device) or text_to_image)):
+        return model
+    if not isinstance(model, Denoiser):
+        if auto:
+            return model
+        raise AmedValueError(f"--compile {setting} needs an amed Denoiser adapter, got {type(model).__name__}")
+    if setting == "reduce-overhead" and device.type != "cuda":
+        raise AmedValueError(f"--compile reduce-overhead (CUDA graphs) needs --device cuda, got {device}")
+    return compile_denoiser(model, mode="reduce-overhead" if setting == "reduce-overhead" else None, fallback=auto)

@@ -54,6 +54,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .calls import model_sigma_range
 from .gridfile import GridRecord, implied_nfe
 from .sampling import _steps_for, afs_denoise, conditioned, randn_seeds, sample, sample_trajectory
 from .schedules import SCHEDULES, default_rho, get_schedule
@@ -340,9 +341,9 @@ def search_schedule(denoiser, shape, solver: str = "ipndm", nfe: int = 5, *, afs
     if int(num_fine) != num_fine or num_fine < need:
         raise AmedValueError(f"{intervals} intervals{' and the AFS point' if afs and not amed else ''} need "
                          f"num_fine >= {need}, got {num_fine!r}")
-    info = getattr(denoiser, "info", None)
-    sigma_min = float(getattr(info, "sigma_min", 0.002)) if sigma_min is None else float(sigma_min)
-    sigma_max = float(getattr(info, "sigma_max", 80.0)) if sigma_max is None else float(sigma_max)
+    lo, hi = model_sigma_range(denoiser)
+    sigma_min = lo if sigma_min is None else float(sigma_min)
+    sigma_max = hi if sigma_max is None else float(sigma_max)
     if rho is None and fine_schedule in SCHEDULES:
         rho = default_rho(fine_schedule)
     fine = get_schedule(fine_schedule, int(num_fine), sigma_min, sigma_max, rho)

@@ -1,26 +1,63 @@
-"""Sample shards written by ``amed sample``, read back for a metric without trusting them.
+"""Sample shards: sampled and written by ``amed sample``, read back for a metric without trusting them.
 
-A shard is an ``.npz`` holding ``images`` (uint8 [N, H, W, C], EDM's layout) and ``seeds`` (integers
-[N]: image i was sampled from seed i). The workflow names each shard by its first seed, six digits
-(``samples/000256.npz`` holds seeds 256..511). ``SampleShards`` reads every header before any pixel:
-the layout the metric needs, one image shape across the inputs, a seed per image; then checks the
-seeds of the images used (no seed twice; a six-digit file name is its first seed; optionally exactly
-a stated list, in order) and streams only the images asked for.
+A shard is an ``.npz`` holding ``images`` (uint8 [N, H, W, C], EDM's layout), ``seeds`` (integers
+[N]: image i was sampled from seed i) and ``meta`` (a JSON string: the model and its settings). The
+workflow names each shard by its first seed, six digits (``samples/000256.npz`` holds seeds
+256..511). ``SampleShards`` reads every header before any pixel: the layout the metric needs, one
+image shape across the inputs, a seed per image; then checks the seeds of the images used (no seed
+twice; a six-digit file name is its first seed; optionally exactly a stated list, in order) and
+streams only the images asked for.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from ._io import NpyHeader, NpzReader
+from ._io import NpyHeader, NpzReader, write_npz
 from .errors import AmedValueError
 
-__all__ = ["SampleShards"]
+__all__ = ["SampleShards", "sample_seeds", "shard_images", "write_shard"]
+
+
+def shard_images(model, x) -> np.ndarray:
+    """uint8 [B, H, W, C] images of a batch of samples: the adapter's own ``images`` (its decoder and quantisation)
+    when it has one, else ``to_uint8``."""
+    if hasattr(model, "images"):
+        return model.images(x).numpy()
+    from .models.base import to_uint8  # noqa: PLC0415
+
+    return to_uint8(x).numpy()
+
+
+def sample_seeds(model, seeds: Sequence[int], shape: Sequence[int], batch: int, device=None,
+                 progress: Callable[[int], None] | None = None, **sample_kw) -> np.ndarray:
+    """uint8 images [len(seeds), H, W, C] of ``amed.sample(model, noise, **sample_kw)``, ``batch`` seeds at a time
+    (image i depends only on seeds[i]); ``progress(n)`` after each batch of n."""
+    from .calls import conditioned, randn_seeds  # noqa: PLC0415
+    from .sampling import sample  # noqa: PLC0415
+
+    images = []
+    for i in range(0, len(seeds), batch):
+        chunk = seeds[i:i + batch]
+        noise = randn_seeds(chunk, shape, device=device)
+        with conditioned(model, chunk):
+            x = sample(model, noise, **sample_kw)
+        images.append(shard_images(model, x))
+        if progress is not None:
+            progress(len(chunk))
+    return np.concatenate(images)
+
+
+def write_shard(path: str | os.PathLike, images: np.ndarray, seeds: Sequence[int], meta: dict) -> None:
+    """Write a shard atomically: ``images``, ``seeds`` as int64 and ``meta`` as a JSON string (non-JSON values as str)."""
+    write_npz(path, images=images, seeds=np.asarray(seeds, dtype=np.int64),
+              meta=np.asarray(json.dumps(meta, default=str)))
 
 
 class SampleShards:

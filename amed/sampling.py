@@ -16,7 +16,7 @@ import torch
 from .gridfile import GridRecord, is_grid_path, load_grid
 from .schedules import SCHEDULES, default_rho, explicit_grid, get_schedule, schedule_options
 from .solvers import SOLVERS, Solver, make_solver
-from .calls import (MAX_SEEDS, ModelCall, afs_denoise, check_noise, conditioned,  # noqa: F401
+from .calls import (MAX_SEEDS, ModelCall, afs_denoise, check_noise, conditioned, model_sigma_range,  # noqa: F401
                     parse_seeds, randn_seeds, resolve_device, supplies_features)
 from .driver import integrate
 from .errors import AmedTypeError, AmedValueError
@@ -178,10 +178,9 @@ def _grid_settings(denoiser, args: dict, predictor) -> dict:
 
 def _run(denoiser, noise: Tensor, args: dict, predictor, keep_trajectory: bool, schedule_kw: dict):
     check_noise(denoiser, noise)
-    info = getattr(denoiser, "info", None)
-    for k in ("sigma_min", "sigma_max"):  # unset: the model's own range (0.002..80 for EDM models, SD's table ends)
-        if isinstance(args.get(k), _Default) and isinstance(getattr(info, k, None), (int, float)):
-            args = {**args, k: _Default(float(getattr(info, k)))}
+    for k, v in zip(("sigma_min", "sigma_max"), model_sigma_range(denoiser)):  # unset: the model's own range
+        if isinstance(args.get(k), _Default):
+            args = {**args, k: _Default(v)}
     args = _grid_settings(denoiser, args, predictor)
     a = _resolve(args, predictor)
     _check_schedule_kw(a["schedule"], schedule_kw)

@@ -45,7 +45,7 @@ from .plugin import (SINGLE_STEP, amed_interval, detach_state, init_state, model
                      run_amed, student_grid, student_solver)
 from .gridfile import grid_times, is_grid_path
 from .predictor import OBJECTIVES, AMEDConfig, AMEDPredictor
-from .calls import TRAIN_SEED_BASE, ModelCall, conditioned, randn_seeds
+from .calls import TRAIN_SEED_BASE, ModelCall, conditioned, model_sigma_range, randn_seeds
 from .driver import integrate
 from .sampling import sample_trajectory
 from .schedules import SCHEDULES, default_rho, refine_schedule, teacher_indices
@@ -361,10 +361,9 @@ def train_predictor(denoiser, shape, solver: str = "amed", nfe: int = 5, *, num_
         raise AmedValueError(f"select must be one of {list(SELECT)}, got {select!r}")
     budget = plan_budget(num_trajectories, batch, steps, epochs, validate_every)
     train_seed = int(seed if train_seed is None else train_seed)
-    info = getattr(denoiser, "info", None)
-    for k in ("sigma_min", "sigma_max"):  # unset: the model's own range (as amed.sample)
-        if config_overrides.get(k) is None and isinstance(getattr(info, k, None), (int, float)):
-            config_overrides[k] = float(getattr(info, k))
+    for k, v in zip(("sigma_min", "sigma_max"), model_sigma_range(denoiser)):  # unset: the model's own range
+        if config_overrides.get(k) is None:
+            config_overrides[k] = v
     if recipe == "interval_search" and config_overrides.get("interval_bias") is None:
         config_overrides["interval_bias"] = True
     config = default_config(solver, nfe, objective=objective, recipe=recipe, **config_overrides)

@@ -3,24 +3,17 @@ seeded comparison of two settings (runs = [(FD, bootstrap replicates)] per train
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 
-from amed._io import atomic_write_bytes
+from amed import _io
 
 
 def write_csv(path, rows: list[dict], fields: list[str] | None = None) -> Path:
-    """Rows as CSV at ``path`` (parent folders created), written atomically; fields default to row 0's keys."""
+    """Rows as CSV at ``path`` (parent folders created), written atomically; fields default to row 0's keys. Lines
+    end in CRLF (the csv module's default), as in every table committed under measured/."""
     if not rows:
         raise ValueError(f"no rows to write to {path}")
-    buf = io.StringIO(newline="")
-    w = csv.DictWriter(buf, fieldnames=fields or list(rows[0]))
-    w.writeheader()
-    w.writerows(rows)
-    path = Path(path)
-    atomic_write_bytes(path, buf.getvalue().encode())
-    return path
+    return _io.write_csv(path, rows, fields, lineterminator="\r\n")
 
 
 def write_with_summary(out, rows: list[dict], summary: list[dict]) -> None:

@@ -15,7 +15,6 @@ import argparse
 import json
 import sys
 
-import numpy as np
 import torch
 
 import amed

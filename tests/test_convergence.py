@@ -16,7 +16,6 @@ Expected orders, and why:
 Orders are least-squares slopes of log(error) against log(steps) over the asymptotic range.
 """
 
-import math
 
 import numpy as np
 import pytest

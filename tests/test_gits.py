@@ -12,7 +12,7 @@ import amed
 from amed import gridfile
 from amed.cli import main
 from amed.gits import GITS_SEED_BASE, cost_matrix, dp_path, gits_seeds, path_cost, search_schedule
-from amed.gridfile import GridRecord, load_grid
+from amed.gridfile import load_grid
 from amed.training import teacher_grid, training_seeds
 
 

@@ -12,7 +12,6 @@ bulk of this file's minute; it is marked slow.
 """
 
 import hashlib
-import io
 import json
 import os
 import subprocess

@@ -19,7 +19,7 @@ from .base import Denoiser
 from .download import cached_path, default_cache_dir, fetch, read_sidecar
 from ..errors import AmedValueError
 
-__all__ = ["ModelSpec", "ModelRow", "MODELS", "load_model", "list_models", "detect_format", "is_text_to_image",
+__all__ = ["ModelSpec", "ModelRow", "MODELS", "load_model", "open_model", "list_models", "detect_format", "is_text_to_image",
            "EDM_LICENSE", "CM_LICENSE"]
 
 EDM_LICENSE = "CC BY-NC-SA 4.0 (NVlabs/edm: non-commercial use, attribution, share-alike)"
@@ -217,6 +217,24 @@ def load_model(name_or_path, cache_dir=None, offline: bool | None = None, **kwar
     if fmt == "edm-pickle":
         return _load_edm(path, **kwargs)
     return _load_cm(path, **kwargs)
+
+
+def open_model(name_or_path, device="cpu", guidance: float | None = None, prompts=None) -> Denoiser:
+    """``load_model`` moved to ``device`` in eval mode, a text-to-image model with its classifier-free guidance scale
+    and the captions of the captions CSV ``prompts`` bound (evaluation seed i uses caption i)."""
+    kwargs = {}
+    if guidance is not None:
+        kwargs["guidance_scale"] = guidance
+    if prompts is not None:
+        from .sd import read_captions  # noqa: PLC0415
+
+        kwargs["captions"] = read_captions(prompts)
+    model = load_model(name_or_path, **kwargs)
+    if hasattr(model, "to"):
+        model = model.to(device)
+    if hasattr(model, "eval"):
+        model.eval()
+    return model
 
 
 def model_shape(name: str) -> tuple | None:

@@ -4,7 +4,6 @@ embedded data set; for downloaded reference statistics it records why there is n
 import json
 import sys
 
-import numpy as np
 
 from amed._io import atomic_write_bytes
 from amed.fid import load_stats

@@ -1,14 +1,12 @@
 """Table 2: the long CSV (one row per cell and training seed, with its interval) and the paper's layout in Markdown
 (mean +- spread over training seeds, the interval of the mean, the noise floor, and which cells kept the neutral
 predictor)."""
-import csv
-import io
 import json
 import sys
 
 import numpy as np
 
-from amed._io import atomic_write_bytes
+from amed._io import atomic_write_bytes, write_csv
 from amed.uncertainty import mean_interval
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # noqa: F821 (snakemake injects it)
@@ -28,11 +26,7 @@ for (ds, method, nfe, seed), path in zip(runs, snakemake.input.fid):  # noqa: F8
                  "ci_lo": "" if lo is None else f"{lo:.4f}", "ci_hi": "" if hi is None else f"{hi:.4f}",
                  "n_samples": rec["num_images"], "selected": selected or "", "fid": path})
     reps[(ds, method, nfe, seed)] = rec.get("replicates")
-buf = io.StringIO()
-w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-w.writeheader()
-w.writerows(rows)
-atomic_write_bytes(snakemake.output.csv, buf.getvalue().encode())  # noqa: F821
+write_csv(snakemake.output.csv, rows)  # noqa: F821
 
 
 def cell_text(ds, key, nfe):
