@@ -313,9 +313,9 @@ def _wheel_file() -> Path:
 
 def _read_pinned(path: Path) -> bytes | None:
     """The file's bytes after checking its sha256 against WHEEL_SHA256; None if already verified this process."""
-    from .models.download import _show_license
+    from .download import show_license
 
-    _show_license(f"{path} ({WHEEL_PIN})", WHEEL_LICENSE)
+    show_license(f"{path} ({WHEEL_PIN})", WHEEL_LICENSE)
     st = path.stat()
     key = (str(path), st.st_size, st.st_mtime_ns)
     data = None
@@ -471,12 +471,10 @@ def _coco_source(images) -> Path:
         if not path.exists():
             raise AmedValueError(f"MS-COCO val2014 images not found: {str(path)!r} (a val2014 .zip or a folder of JPEGs)")
         return path
-    from .models.download import DownloadError, default_cache_dir, fetch
-    from .models.registry import _offline
+    from .download import DownloadError, default_cache_dir, fetch, is_offline
 
-    offline = _offline(None)
     try:
-        return fetch(COCO_VAL2014_URL, default_cache_dir() / "coco", offline=offline, license=COCO_IMAGES_LICENSE,
+        return fetch(COCO_VAL2014_URL, default_cache_dir() / "coco", offline=is_offline(), license=COCO_IMAGES_LICENSE,
                      progress=True)
     except DownloadError as e:
         raise AmedValueError(f"{e} (or set AMED_COCO_VAL2014 to a local val2014.zip or folder of JPEGs)") from None

@@ -208,7 +208,7 @@ def test_amed_fid_and_fid_ref_end_to_end(cleanfid_extract, tmp_path, monkeypatch
 
 
 def test_pinned_hash_checked_once_and_licence_printed_once(trunk, monkeypatch, capsys):
-    import amed.models.download as dl
+    import amed.download as dl
 
     calls = []
     real = hashlib.sha256
