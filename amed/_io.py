@@ -29,6 +29,7 @@ __all__ = ["atomic_write_bytes", "sha256_file", "open_regular", "read_regular_by
            "open_regular_text", "read_json_object", "read_safetensors", "load_safetensors", "NpzReader", "NpyHeader"]
 
 MiB = 1 << 20
+ASSETS = Path(__file__).resolve().parent / "assets"  # the weights and records shipped with the package
 MAX_ARRAY_BYTES = 1 << 40  # no .npy member of any file this project reads declares more (1 TiB)
 MAX_SAFETENSORS_HEADER = 100 * MiB  # the safetensors library's own limit
 
