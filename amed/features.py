@@ -83,6 +83,6 @@ def digit_features(images: torch.Tensor, batch: int = 1024, directory: str | Pat
 
 def fd_digits(images_a: torch.Tensor, images_b: torch.Tensor) -> float:
     """FD-digits between two image sets [N, 1, 8, 8] in [-1, 1]."""
-    from .fid import feature_stats, frechet_distance
+    from .frechet import feature_stats, frechet_distance
 
     return frechet_distance(*feature_stats(digit_features(images_a)), *feature_stats(digit_features(images_b)))

@@ -56,3 +56,11 @@ def test_no_import_cycle_in_the_package():
 def test_the_checker_finds_a_cycle():
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_shared_utilities_and_the_metrics_sit_below_the_models():
+    """Downloads, files and the metrics import nothing from amed.models; the model families build on them."""
+    graph = _graph()
+    for m in ("amed._io", "amed.errors", "amed.download", "amed.frechet", "amed.inception", "amed.coco", "amed.features"):
+        assert not {n for n in graph[m] if n.startswith("amed.models")}, (m, graph[m])
+    assert graph["amed.models.download"] == {"amed.download"}  # the old import path, a re-export

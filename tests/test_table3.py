@@ -21,6 +21,7 @@ import torch
 import yaml
 
 import amed.fid
+import amed.inception
 from amed.cli import main
 from amed.fid import FeatureMoments, coco_image, coco_reference_stats, feature_stats, inception_features, load_stats
 from amed.models.sd import caption_index
@@ -64,7 +65,7 @@ def fake_inception_dir(tmp_path_factory):
 @pytest.fixture
 def inception(monkeypatch, fake_inception_dir):
     monkeypatch.setenv("AMED_INCEPTION_DIR", str(fake_inception_dir))
-    monkeypatch.setattr(amed.fid, "_MODEL", None)  # the module-level cache: load the fake, forget it afterwards
+    monkeypatch.setattr(amed.inception, "_MODEL", None)  # the module-level cache: load the fake, forget it afterwards
     return fake_inception_dir
 
 
@@ -172,14 +173,14 @@ def test_coco_reference_stats_errors(tmp_path, coco, inception, monkeypatch):
 
 def test_inception_takes_512px_samples_unresized(inception):
     seen = []
-    model = amed.fid._inception()
+    model = amed.inception._inception()
 
     class Spy(torch.nn.Module):  # records what reaches the network (the fixture restores _MODEL)
         def forward(self, x):
             seen.append(tuple(x.shape))
             return model(x)
 
-    amed.fid._MODEL = Spy()
+    amed.inception._MODEL = Spy()
     f = inception_features(np.full((3, 512, 512, 3), 7, np.uint8), batch=2)
     assert f.shape == (3, 2048) and seen == [(2, 3, 512, 512), (1, 3, 512, 512)]
     np.testing.assert_allclose(f[0], f[2], atol=1e-5)  # same image, batches of 2 and 1
