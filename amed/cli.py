@@ -554,49 +554,35 @@ def cmd_fid(args) -> int:
 
 
 def cmd_fid_ref(args) -> int:
-    from .fid import feature_stats, save_stats  # noqa: PLC0415
-    from .models.train_embedded import load_dataset  # noqa: PLC0415
-
-    import torch  # noqa: PLC0415
-
-    from .models.base import to_uint8  # noqa: PLC0415
+    from .frechet import stats_info  # noqa: PLC0415
+    from .reference import reference_metric, reference_stats  # noqa: PLC0415
 
     _check_out(args.out)
-    if args.data == "coco-val2014":
-        import numpy as np  # noqa: PLC0415
-
-        from .fid import coco_reference_stats  # noqa: PLC0415
-
-        if args.metric not in (None, "inception"):
-            raise AmedValueError(f"coco-val2014 reference statistics use --metric inception, got --metric {args.metric}")
-        if args.features_out:
-            raise AmedValueError(f"--features-out is supported for --data digits, got --data {args.data}")
-        args.metric = "inception"
-        out = coco_reference_stats(args.out, args.resolution, images=args.coco_images, captions=args.captions,
-                                   progress=_bar(None, "coco-val2014", args.quiet), source=_inception_choice(args))
-        with np.load(out) as z:
-            count = int(z["count"])
-        print(f"reference statistics of coco-val2014 ({count} images, {args.resolution}x{args.resolution}, "
-              f"inception features) -> {out}")
-        return 0
-    if args.data != "digits":
-        raise AmedValueError(f"reference statistics exist for 'digits' (fd-digits, inception-rgb32) and 'coco-val2014' "
-                         f"(inception), got {args.data!r}")
-    args.metric = args.metric or "fd-digits"
-    if args.metric not in ("fd-digits", "inception-rgb32"):
-        raise AmedValueError(f"digits reference statistics use --metric fd-digits or inception-rgb32, got --metric "
-                         f"{args.metric}")
-    source = _inception_choice(args)
-    # Quantise the data exactly as samples are (uint8), so both sides see the same pixel grid.
-    data = to_uint8(torch.from_numpy(load_dataset(args.data))).numpy()
-    feats = _metric_features(data, args.metric, source)
-    mu, sigma = feature_stats(feats)
-    if args.features_out:
-        _save_features(args.features_out, [feats])
-    save_stats(args.out, mu, sigma, metric=args.metric, count=len(data),
-               **({"detector": source} if source is not None else {}))
-    print(f"reference statistics of {args.data} ({len(data)} images, {args.metric} features) -> {args.out}")
+    args.metric = reference_metric(args.data, args.metric, features_out=args.features_out)
+    out = reference_stats(args.data, args.out, metric=args.metric, source=_inception_choice(args),
+                          images=args.coco_images, captions=args.captions, resolution=args.resolution,
+                          progress=_first_update_bar(args.data, args.quiet), features_out=args.features_out)
+    print(f"reference statistics of {args.data} ({_describe_stats(stats_info(out))}) -> {args.out}")
     return 0
+
+
+def _first_update_bar(desc, quiet):
+    """A progress callback whose bar appears at its first update (a reference made without progress shows none)."""
+    bar = None
+
+    def update(n):
+        nonlocal bar
+        bar = bar or _bar(None, desc, quiet)
+        bar(n)
+    return update
+
+
+def _describe_stats(info: dict) -> str:
+    """'N images, RxR, METRIC features': what a statistics file records of these."""
+    r = info.get("resolution")
+    parts = [f"{info['count']} images" if "count" in info else "", f"{r}x{r}" if r is not None else "",
+             f"{info['metric']} features" if "metric" in info else ""]
+    return ", ".join(p for p in parts if p) or "EDM-format statistics"
 
 
 # --------------------------------------------------------------------------------------- parser

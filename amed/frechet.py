@@ -19,8 +19,8 @@ import numpy as np
 from ._io import NpzReader, atomic_write_bytes
 from .errors import AmedError, AmedValueError
 
-__all__ = ["frechet_distance", "feature_stats", "FeatureMoments", "save_stats", "load_stats", "stats_info", "PSD_TOL",
-           "STATS_LIMIT"]
+__all__ = ["frechet_distance", "feature_stats", "FeatureMoments", "save_stats", "load_stats", "stats_info",
+           "save_features", "PSD_TOL", "STATS_LIMIT"]
 
 STATS_LIMIT = 2 << 30  # bytes per statistics array: sigma of up to 16384-d features in float64
 PSD_TOL = 1e-5  # relative: rounding (a float32-stored sigma, a rank-deficient covariance) stays far inside it
@@ -139,6 +139,14 @@ def load_stats(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     mu, sigma = mu.astype(np.float64), sigma.astype(np.float64)
     _check(mu, sigma, str(path))
     return mu, sigma
+
+
+def save_features(path: str | Path, features) -> Path:
+    """Write a per-image feature matrix as float64 [N, D] ``.npy``, rows in input order (atomically)."""
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(features).astype(np.float64, copy=False))
+    atomic_write_bytes(path, buf.getvalue())
+    return Path(path)
 
 
 def stats_info(path: str | Path) -> dict:

@@ -25,6 +25,7 @@ import amed.inception
 from amed.cli import main
 from amed.fid import FeatureMoments, coco_image, coco_reference_stats, feature_stats, inception_features, load_stats
 from amed.models.sd import caption_index
+from amed.reference import reference_stats
 from amed.training import TRAIN_SEED_BASE, training_seeds
 
 PIL = pytest.importorskip("PIL.Image")
@@ -169,6 +170,31 @@ def test_coco_reference_stats_errors(tmp_path, coco, inception, monkeypatch):
     with np.load(coco_reference_stats(tmp_path / "env.npz", resolution=8)) as z:
         assert int(z["count"]) == 5 and str(z["source"]) == str(coco / "val2014")
     assert not (tmp_path / "x.npz").exists()
+
+
+def test_fid_ref_makes_coco_and_checked_npz_references(tmp_path, coco, inception, capsys):
+    """`amed fid-ref` and the workflow's fid_ref rule share one dispatch: amed.reference.reference_stats."""
+    out = tmp_path / "coco.npz"
+    assert main(["fid-ref", "--data", "coco-val2014", "--coco-images", str(coco / "val2014.zip"), "--captions",
+                 str(coco / "captions.csv"), "--resolution", "16", "--quiet", "--out", str(out)]) == 0
+    assert f"coco-val2014 (4 images, 16x16, inception features) -> {out}" in capsys.readouterr().out
+    direct = coco_reference_stats(tmp_path / "d.npz", 16, images=coco / "val2014.zip", captions=coco / "captions.csv")
+    for a, b in zip(load_stats(out), load_stats(direct)):
+        np.testing.assert_array_equal(a, b)
+    for argv, msg in [(["--data", "coco-val2014", "--metric", "fd-digits"], "use --metric inception, got --metric "
+                                                                            "fd-digits"),
+                      (["--data", "coco-val2014", "--features-out", "f.npy"], "--features-out is supported for --data "
+                                                                              "digits, got --data coco-val2014"),
+                      (["--data", "cifar10"], "an EDM-format .npz with mu and sigma (an https:// URL or a local path), "
+                                              "got 'cifar10'")]:
+        assert main(["fid-ref", *argv, "--out", str(tmp_path / "x.npz")]) == 2
+        assert msg in capsys.readouterr().err
+    # An EDM-format .npz (a URL goes through the download cache first) is checked, then copied as it is.
+    assert reference_stats(str(out), tmp_path / "copy.npz").read_bytes() == out.read_bytes()
+    np.savez(tmp_path / "bad.npz", mu=np.zeros(3))
+    with pytest.raises(ValueError, match="lack key"):
+        reference_stats(str(tmp_path / "bad.npz"), tmp_path / "y.npz")
+    assert not (tmp_path / "y.npz").exists() and not (tmp_path / "x.npz").exists()
 
 
 def test_inception_takes_512px_samples_unresized(inception):
