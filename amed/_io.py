@@ -31,6 +31,7 @@ __all__ = ["atomic_write_bytes", "csv_bytes", "write_csv", "write_npy", "write_n
            "load_safetensors", "NpzReader", "NpyHeader"]
 
 MiB = 1 << 20
+ASSETS = Path(__file__).resolve().parent / "assets"  # the weights and records shipped with the package
 MAX_ARRAY_BYTES = 1 << 40  # no .npy member of any file this project reads declares more (1 TiB)
 MAX_SAFETENSORS_HEADER = 100 * MiB  # the safetensors library's own limit
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .calls import model_sigma_range, sample_shape
 from .errors import AmedError, AmedValueError
+from .reference import INCEPTION_METRICS, METRIC_LAYOUT, METRICS, metric_features
 
 __all__ = ["main"]
 
@@ -348,31 +349,7 @@ def cmd_train(args) -> int:
     return 0
 
 
-# The image layout (H, W, C) each metric takes from sample files (None: any size; Inception resizes inside).
-_METRIC_LAYOUT = {"fd-digits": (8, 8, 1), "inception": (None, None, 3), "inception-rgb32": (None, None, None)}
-
-
-FID_METRICS = ("fd-digits", "inception", "inception-rgb32")
-_INCEPTION_METRICS = ("inception", "inception-rgb32")
-
-
-def _metric_features(images, metric: str, source=None):
-    """float64 features [N, D] of uint8 NHWC images for ``metric`` (source: the Inception source, if it uses one)."""
-    import numpy as np  # noqa: PLC0415
-
-    if metric == "fd-digits":
-        import torch  # noqa: PLC0415
-
-        from .features import digit_features  # noqa: PLC0415
-
-        x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        return digit_features(x).numpy().astype(np.float64)
-    from .fid import inception_features, to_rgb32  # noqa: PLC0415
-
-    if metric == "inception-rgb32":  # small grayscale data: RGB, 32x32 by pixel replication, then Inception
-        images = to_rgb32(images)
-    # uint8 at native resolution (e.g. 512x512): Inception resizes inside
-    return inception_features(images, source=source)
+FID_METRICS = METRICS  # the --metric choices (amed.reference.METRICS)
 
 
 def _inception_choice(args) -> str | None:
@@ -380,21 +357,12 @@ def _inception_choice(args) -> str | None:
     metric uses no Inception. An explicit --inception with a non-Inception metric is an error."""
     from .fid import inception_source  # noqa: PLC0415
 
-    if args.metric not in _INCEPTION_METRICS:
+    if args.metric not in INCEPTION_METRICS:
         if args.inception is not None:
-            raise AmedValueError(f"--inception {args.inception} applies to the metrics {list(_INCEPTION_METRICS)}, "
+            raise AmedValueError(f"--inception {args.inception} applies to the metrics {list(INCEPTION_METRICS)}, "
                              f"got --metric {args.metric}")
         return None
     return inception_source(args.inception)
-
-
-def _save_features(path, chunks) -> None:
-    """--features-out: the per-image feature matrix, float64 [N, D] in input order, as .npy (atomically)."""
-    import numpy as np  # noqa: PLC0415
-
-    from ._io import write_npy  # noqa: PLC0415
-
-    write_npy(path, np.concatenate(chunks).astype(np.float64, copy=False))
 
 
 def cmd_fid(args) -> int:
@@ -402,7 +370,7 @@ def cmd_fid(args) -> int:
 
     from . import parse_seeds  # noqa: PLC0415
     from ._io import atomic_write_bytes  # noqa: PLC0415
-    from .fid import INCEPTION_DIM, FeatureMoments, frechet_distance, load_stats, stats_info  # noqa: PLC0415
+    from .fid import INCEPTION_DIM, FeatureMoments, frechet_distance, load_stats, save_features, stats_info  # noqa: PLC0415
     from .samples import SampleShards  # noqa: PLC0415
 
     _check_out(args.out)
@@ -422,7 +390,7 @@ def cmd_fid(args) -> int:
         return AmedValueError(f"reference statistics {str(args.ref)!r} are {mu_r.shape[0]}-d but --metric "
                               f"{args.metric} gives {dim}-d features: build the reference with the same metric")
 
-    if args.metric in _INCEPTION_METRICS and mu_r.shape[0] != INCEPTION_DIM:
+    if args.metric in INCEPTION_METRICS and mu_r.shape[0] != INCEPTION_DIM:
         raise mismatch(INCEPTION_DIM)
     info = stats_info(args.ref)
     if info.get("metric", args.metric) != args.metric:
@@ -432,7 +400,7 @@ def cmd_fid(args) -> int:
         raise AmedValueError(f"reference statistics {str(args.ref)!r} were made with the {info['detector']!r} "
                              f"Inception, this run uses {source!r}: pass --inception {info['detector']} or rebuild "
                              f"the reference")
-    with SampleShards(args.images, _METRIC_LAYOUT[args.metric]) as shards:
+    with SampleShards(args.images, METRIC_LAYOUT[args.metric]) as shards:
         total = shards.count if args.num is None else args.num
         if shards.count < total:
             raise AmedValueError(f"need {args.num} images for the metric, the inputs hold {shards.count}")
@@ -441,7 +409,7 @@ def cmd_fid(args) -> int:
         # are decompressed; float64 moments of the features, and the features themselves for the interval.
         moments, kept = FeatureMoments(), []
         for images in shards.read(total):
-            feats = _metric_features(images, args.metric, source)
+            feats = metric_features(images, args.metric, source)
             moments.add(feats)
             if unc["n_boot"] or args.features_out:
                 kept.append(np.asarray(feats, np.float32 if not args.features_out else np.float64))
@@ -455,7 +423,7 @@ def cmd_fid(args) -> int:
     if args.seeds is not None:
         rec["seeds"] = args.seeds
     if args.features_out:
-        _save_features(args.features_out, kept)
+        save_features(args.features_out, np.concatenate(kept))
         rec["features"] = str(args.features_out)
     if unc["n_boot"]:
         from .uncertainty import BOOT_SEED, Reference, fd_bootstrap, normal_interval  # noqa: PLC0415
@@ -474,49 +442,35 @@ def cmd_fid(args) -> int:
 
 
 def cmd_fid_ref(args) -> int:
-    from .fid import feature_stats, save_stats  # noqa: PLC0415
-    from .models.train_embedded import load_dataset  # noqa: PLC0415
-
-    import torch  # noqa: PLC0415
-
-    from .models.base import to_uint8  # noqa: PLC0415
+    from .frechet import stats_info  # noqa: PLC0415
+    from .reference import reference_metric, reference_stats  # noqa: PLC0415
 
     _check_out(args.out)
-    if args.data == "coco-val2014":
-        import numpy as np  # noqa: PLC0415
-
-        from .fid import coco_reference_stats  # noqa: PLC0415
-
-        if args.metric not in (None, "inception"):
-            raise AmedValueError(f"coco-val2014 reference statistics use --metric inception, got --metric {args.metric}")
-        if args.features_out:
-            raise AmedValueError(f"--features-out is supported for --data digits, got --data {args.data}")
-        args.metric = "inception"
-        out = coco_reference_stats(args.out, args.resolution, images=args.coco_images, captions=args.captions,
-                                   progress=_bar(None, "coco-val2014", args.quiet), source=_inception_choice(args))
-        with np.load(out) as z:
-            count = int(z["count"])
-        print(f"reference statistics of coco-val2014 ({count} images, {args.resolution}x{args.resolution}, "
-              f"inception features) -> {out}")
-        return 0
-    if args.data != "digits":
-        raise AmedValueError(f"reference statistics exist for 'digits' (fd-digits, inception-rgb32) and 'coco-val2014' "
-                         f"(inception), got {args.data!r}")
-    args.metric = args.metric or "fd-digits"
-    if args.metric not in ("fd-digits", "inception-rgb32"):
-        raise AmedValueError(f"digits reference statistics use --metric fd-digits or inception-rgb32, got --metric "
-                         f"{args.metric}")
-    source = _inception_choice(args)
-    # Quantise the data exactly as samples are (uint8), so both sides see the same pixel grid.
-    data = to_uint8(torch.from_numpy(load_dataset(args.data))).numpy()
-    feats = _metric_features(data, args.metric, source)
-    mu, sigma = feature_stats(feats)
-    if args.features_out:
-        _save_features(args.features_out, [feats])
-    save_stats(args.out, mu, sigma, metric=args.metric, count=len(data),
-               **({"detector": source} if source is not None else {}))
-    print(f"reference statistics of {args.data} ({len(data)} images, {args.metric} features) -> {args.out}")
+    args.metric = reference_metric(args.data, args.metric, features_out=args.features_out)
+    out = reference_stats(args.data, args.out, metric=args.metric, source=_inception_choice(args),
+                          images=args.coco_images, captions=args.captions, resolution=args.resolution,
+                          progress=_first_update_bar(args.data, args.quiet), features_out=args.features_out)
+    print(f"reference statistics of {args.data} ({_describe_stats(stats_info(out))}) -> {args.out}")
     return 0
+
+
+def _first_update_bar(desc, quiet):
+    """A progress callback whose bar appears at its first update (a reference made without progress shows none)."""
+    bar = None
+
+    def update(n):
+        nonlocal bar
+        bar = bar or _bar(None, desc, quiet)
+        bar(n)
+    return update
+
+
+def _describe_stats(info: dict) -> str:
+    """'N images, RxR, METRIC features': what a statistics file records of these."""
+    r = info.get("resolution")
+    parts = [f"{info['count']} images" if "count" in info else "", f"{r}x{r}" if r is not None else "",
+             f"{info['metric']} features" if "metric" in info else ""]
+    return ", ".join(p for p in parts if p) or "EDM-format statistics"
 
 
 # --------------------------------------------------------------------------------------- parser

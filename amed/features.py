@@ -1,9 +1,9 @@
 """Offline feature network for the embedded data set, and the metric built on it.
 
 The metric is **FD-digits**: the Frechet distance between Gaussians fitted to the 64-d penultimate
-features of a small digit classifier (``amed.models.train_embedded.DigitClassifier``, trained by this
-project on a held-out split of sklearn's digits). It plays the role FID plays for image models, but it
-is NOT Inception FID and its values are not comparable to FID numbers.
+features of a small digit classifier (``DigitClassifier``, trained by ``amed.models.train_embedded`` on
+a held-out split of sklearn's digits, shipped in ``amed/assets``). It plays the role FID plays for image
+models, but it is NOT Inception FID and its values are not comparable to FID numbers.
 """
 
 from __future__ import annotations
@@ -16,17 +16,36 @@ import torch
 
 from .errors import AmedFileNotFoundError, AmedValueError
 
-__all__ = ["METRIC_NAME", "FEATURE_NET", "load_feature_net", "digit_features", "fd_digits"]
+__all__ = ["METRIC_NAME", "FEATURE_NET", "DigitClassifier", "load_feature_net", "digit_features", "fd_digits"]
 
 METRIC_NAME = "FD-digits"
 FEATURE_NET = "digits-8-features"
 
 
+class DigitClassifier(torch.nn.Module):
+    """Small CNN for 8x8 digits; ``features`` is the 64-d penultimate layer used for FD-digits."""
+
+    def __init__(self, width: int = 32, feat_dim: int = 64):
+        super().__init__()
+        nn = torch.nn
+        self.body = nn.Sequential(
+            nn.Conv2d(1, width, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(width, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # 4x4
+            nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # 2x2
+            nn.Flatten(), nn.Linear(8 * width, feat_dim), nn.ReLU(),
+        )
+        self.head = nn.Linear(feat_dim, 10)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
 @lru_cache(maxsize=4)
 def _load(directory: str | None) -> torch.nn.Module:
-    from ._io import load_safetensors, read_json_object, read_safetensors
-    from .models.embedded import ASSETS
-    from .models.train_embedded import DigitClassifier
+    from ._io import ASSETS, load_safetensors, read_json_object, read_safetensors
 
     d = Path(directory) if directory is not None else ASSETS
     wpath, rpath = d / f"{FEATURE_NET}.safetensors", d / f"{FEATURE_NET}.json"
@@ -64,6 +83,6 @@ def digit_features(images: torch.Tensor, batch: int = 1024, directory: str | Pat
 
 def fd_digits(images_a: torch.Tensor, images_b: torch.Tensor) -> float:
     """FD-digits between two image sets [N, 1, 8, 8] in [-1, 1]."""
-    from .fid import feature_stats, frechet_distance
+    from .frechet import feature_stats, frechet_distance
 
     return frechet_distance(*feature_stats(digit_features(images_a)), *feature_stats(digit_features(images_b)))

@@ -1,4 +1,4 @@
-"""amed.models.download.fetch against a local HTTP server (127.0.0.1 only, no real network)."""
+"""amed.download.fetch against a local HTTP server (127.0.0.1 only, no real network)."""
 
 import hashlib
 import http.server
@@ -9,8 +9,8 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from amed.models import download  # noqa: E402
-from amed.models.download import DownloadError, fetch, read_sidecar  # noqa: E402
+from amed import download  # noqa: E402
+from amed.download import DownloadError, fetch, read_sidecar  # noqa: E402
 
 BODY = bytes(range(256)) * 64  # 16 KiB
 SHA = hashlib.sha256(BODY).hexdigest()
@@ -155,6 +155,17 @@ def test_default_cache_dir(monkeypatch, tmp_path):
     assert download.default_cache_dir() == tmp_path / "c"
     monkeypatch.delenv("AMED_CACHE")
     assert download.default_cache_dir().parts[-2:] == (".cache", "amed")
+
+
+def test_offline_switch_and_the_old_import_path(monkeypatch):
+    import amed.models.download as old
+
+    assert (old.fetch, old.DownloadError, old.default_cache_dir) == (fetch, DownloadError, download.default_cache_dir)
+    for value, offline in (("1", True), ("yes", True), ("0", False), ("false", False), ("", False)):
+        monkeypatch.setenv("AMED_OFFLINE", value)
+        assert download.is_offline() is offline and download.is_offline(not offline) is (not offline)
+    monkeypatch.delenv("AMED_OFFLINE")
+    assert download.is_offline() is False
 
 
 # --- registry: names resolve through fetch; listings; offline -------------------------------------

@@ -90,7 +90,7 @@ def test_bad_files_rejected(tmp_path):
 
 
 def test_import_amed_is_light():
-    code = "import sys, amed, amed.fid, amed.features; bad = {'scipy', 'cleanfid', 'torchvision'} & set(sys.modules); print(sorted(bad))"
+    code = "import sys, amed, amed.fid, amed.features, amed.download; bad = {'scipy', 'cleanfid', 'torchvision'} & set(sys.modules); print(sorted(bad))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -98,10 +98,11 @@ def test_import_amed_is_light():
 def test_inception_offline_fails_fast(tmp_path, monkeypatch):
     pytest.importorskip("cleanfid")
     import amed.fid as fid
+    import amed.inception
 
     monkeypatch.setenv("AMED_INCEPTION_DIR", str(tmp_path))
-    monkeypatch.setattr(fid, "INCEPTION_URL", "http://127.0.0.1:9/inception-2015-12-05.pt")  # refused at once
-    monkeypatch.setattr(fid, "_MODEL", None)
+    monkeypatch.setattr(amed.inception, "INCEPTION_URL", "http://127.0.0.1:9/inception-2015-12-05.pt")  # refused
+    monkeypatch.setattr(amed.inception, "_MODEL", None)
     with pytest.raises(fid.InceptionUnavailable, match="download failed"):
         fid.inception_features(np.zeros((2, 8, 8, 3), np.uint8))
     assert list(tmp_path.iterdir()) == []

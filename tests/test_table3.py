@@ -21,9 +21,11 @@ import torch
 import yaml
 
 import amed.fid
+import amed.inception
 from amed.cli import main
 from amed.fid import FeatureMoments, coco_image, coco_reference_stats, feature_stats, inception_features, load_stats
 from amed.models.sd import caption_index
+from amed.reference import reference_stats
 from amed.training import TRAIN_SEED_BASE, training_seeds
 
 PIL = pytest.importorskip("PIL.Image")
@@ -64,7 +66,7 @@ def fake_inception_dir(tmp_path_factory):
 @pytest.fixture
 def inception(monkeypatch, fake_inception_dir):
     monkeypatch.setenv("AMED_INCEPTION_DIR", str(fake_inception_dir))
-    monkeypatch.setattr(amed.fid, "_MODEL", None)  # the module-level cache: load the fake, forget it afterwards
+    monkeypatch.setattr(amed.inception, "_MODEL", None)  # the module-level cache: load the fake, forget it afterwards
     return fake_inception_dir
 
 
@@ -170,16 +172,41 @@ def test_coco_reference_stats_errors(tmp_path, coco, inception, monkeypatch):
     assert not (tmp_path / "x.npz").exists()
 
 
+def test_fid_ref_makes_coco_and_checked_npz_references(tmp_path, coco, inception, capsys):
+    """`amed fid-ref` and the workflow's fid_ref rule share one dispatch: amed.reference.reference_stats."""
+    out = tmp_path / "coco.npz"
+    assert main(["fid-ref", "--data", "coco-val2014", "--coco-images", str(coco / "val2014.zip"), "--captions",
+                 str(coco / "captions.csv"), "--resolution", "16", "--quiet", "--out", str(out)]) == 0
+    assert f"coco-val2014 (4 images, 16x16, inception features) -> {out}" in capsys.readouterr().out
+    direct = coco_reference_stats(tmp_path / "d.npz", 16, images=coco / "val2014.zip", captions=coco / "captions.csv")
+    for a, b in zip(load_stats(out), load_stats(direct)):
+        np.testing.assert_array_equal(a, b)
+    for argv, msg in [(["--data", "coco-val2014", "--metric", "fd-digits"], "use --metric inception, got --metric "
+                                                                            "fd-digits"),
+                      (["--data", "coco-val2014", "--features-out", "f.npy"], "--features-out is supported for --data "
+                                                                              "digits, got --data coco-val2014"),
+                      (["--data", "cifar10"], "an EDM-format .npz with mu and sigma (an https:// URL or a local path), "
+                                              "got 'cifar10'")]:
+        assert main(["fid-ref", *argv, "--out", str(tmp_path / "x.npz")]) == 2
+        assert msg in capsys.readouterr().err
+    # An EDM-format .npz (a URL goes through the download cache first) is checked, then copied as it is.
+    assert reference_stats(str(out), tmp_path / "copy.npz").read_bytes() == out.read_bytes()
+    np.savez(tmp_path / "bad.npz", mu=np.zeros(3))
+    with pytest.raises(ValueError, match="lack key"):
+        reference_stats(str(tmp_path / "bad.npz"), tmp_path / "y.npz")
+    assert not (tmp_path / "y.npz").exists() and not (tmp_path / "x.npz").exists()
+
+
 def test_inception_takes_512px_samples_unresized(inception):
     seen = []
-    model = amed.fid._inception()
+    model = amed.inception._inception()
 
     class Spy(torch.nn.Module):  # records what reaches the network (the fixture restores _MODEL)
         def forward(self, x):
             seen.append(tuple(x.shape))
             return model(x)
 
-    amed.fid._MODEL = Spy()
+    amed.inception._MODEL = Spy()
     f = inception_features(np.full((3, 512, 512, 3), 7, np.uint8), batch=2)
     assert f.shape == (3, 2048) and seen == [(2, 3, 512, 512), (1, 3, 512, 512)]
     np.testing.assert_allclose(f[0], f[2], atol=1e-5)  # same image, batches of 2 and 1

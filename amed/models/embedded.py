@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .._io import load_safetensors, read_json_object, read_safetensors, sha256_file
+from .._io import ASSETS, load_safetensors, read_json_object, read_safetensors, sha256_file
 from .base import Denoiser, ModelInfo, last_8x8_block
 from .precond import edm_noise_label, karras_scalings
 from ..errors import AmedFileNotFoundError, AmedValueError
@@ -39,8 +39,6 @@ __all__ = [
     "asset_dir",
     "sha256_file",
 ]
-
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
 
 def asset_dir() -> Path:

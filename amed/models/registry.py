@@ -2,21 +2,20 @@
 
 Each ``ModelSpec`` says where a checkpoint lives, its format and licence, and which loader builds the
 adapter. Checkpoints are downloaded at run time into the cache (``$AMED_CACHE`` or ``~/.cache/amed``)
-by ``amed.models.download.fetch`` and never shipped with the project. ``sha256=None`` means the hash is
+by ``amed.download.fetch`` and never shipped with the project. ``sha256=None`` means the hash is
 recorded on first download and verified on every later use (no upstream hashes are published).
 The embedded default model (``amed.models.embedded``, optional) is merged into listings and lookups.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, NamedTuple
 
 from .._io import open_regular
+from ..download import cached_path, default_cache_dir, fetch, is_offline, read_sidecar
 from .base import Denoiser
-from .download import cached_path, default_cache_dir, fetch, read_sidecar
 from ..errors import AmedValueError
 
 __all__ = ["ModelSpec", "ModelRow", "MODELS", "load_model", "open_model", "list_models", "detect_format", "is_text_to_image",
@@ -124,12 +123,6 @@ def _attr(entry, key, default=""):
     return getattr(entry, key, default)
 
 
-def _offline(offline: bool | None) -> bool:
-    if offline is not None:
-        return bool(offline)
-    return any(os.environ.get(v, "0").lower() not in ("", "0", "false", "no") for v in ("AMED_OFFLINE",))
-
-
 def _hf_cached(repo: str) -> bool:
     try:
         from huggingface_hub import try_to_load_from_cache
@@ -194,7 +187,7 @@ def is_text_to_image(name_or_path) -> bool:
 def load_model(name_or_path, cache_dir=None, offline: bool | None = None, **kwargs) -> Denoiser:
     """An adapter for a registered/embedded model name, or a local EDM pickle / torch state dict / diffusers folder."""
     key = str(name_or_path)
-    offline = _offline(offline)
+    offline = is_offline(offline)
     if key in MODELS:
         spec = MODELS[key]
         if spec.format == "diffusers":

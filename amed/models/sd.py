@@ -260,6 +260,6 @@ def read_captions(path, column: str = "text") -> list[str]:
 
 def coco_captions(cache_dir=None, *, offline: bool = False) -> list[str]:
     """The MS-COCO val2014 30k captions used for SD evaluation (prompt i pairs with seed i)."""
-    from .download import fetch
+    from ..download import fetch
 
     return read_captions(fetch(COCO_CAPTIONS_URL, cache_dir, offline=offline, license=COCO_LICENSE))

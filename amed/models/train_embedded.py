@@ -27,6 +27,7 @@ import torch
 
 from .._io import atomic_write_bytes
 from .embedded import MEAN_KEY, SPECS, build_network
+from ..features import DigitClassifier
 from ..errors import AmedValueError
 
 __all__ = ["load_dataset", "train_denoiser", "train_classifier", "main"]
@@ -157,27 +158,6 @@ def _fp16_error(ema: torch.nn.Module, state: dict, data: torch.Tensor, sd: float
     half.load_state_dict({k: v.float() for k, v in state.items()})
     with torch.no_grad():
         return float((ema(x, sigma) - half(x, sigma)).pow(2).mean().sqrt())
-
-
-class DigitClassifier(torch.nn.Module):
-    """Small CNN for 8x8 digits; ``features`` is the 64-d penultimate layer used for FD-digits."""
-
-    def __init__(self, width: int = 32, feat_dim: int = 64):
-        super().__init__()
-        nn = torch.nn
-        self.body = nn.Sequential(
-            nn.Conv2d(1, width, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(width, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # 4x4
-            nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # 2x2
-            nn.Flatten(), nn.Linear(8 * width, feat_dim), nn.ReLU(),
-        )
-        self.head = nn.Linear(feat_dim, 10)
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(x))
 
 
 def _shift(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
