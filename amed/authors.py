@@ -414,9 +414,9 @@ def _model(theirs: dict, given, name: str):
 
 
 def _is_project_model(name: str) -> bool:
-    from .models.registry import MODELS, _embedded_names  # noqa: PLC0415
+    from .models.registry import is_registered  # noqa: PLC0415
 
-    return name in MODELS or name in _embedded_names()
+    return is_registered(name)
 
 
 def _scales(theirs: dict, name: str) -> tuple:

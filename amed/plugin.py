@@ -128,9 +128,9 @@ def trained_on_features(config: AMEDConfig) -> bool:
         return bool(config.features)
     # Not recorded (format 1 records): every registered adapter supplies the bottleneck, so a record naming
     # one was trained on it; of any other model nothing is known.
-    from .models.registry import MODELS, _embedded_names  # noqa: PLC0415
+    from .models.registry import is_registered  # noqa: PLC0415
 
-    return config.model in MODELS or config.model in _embedded_names()
+    return is_registered(config.model)
 
 
 def check_features(config: AMEDConfig, predictor, denoiser, model: ModelCall) -> None:

@@ -18,7 +18,7 @@ from ..download import cached_path, default_cache_dir, fetch, is_offline, read_s
 from .base import Denoiser
 from ..errors import AmedValueError
 
-__all__ = ["ModelSpec", "ModelRow", "MODELS", "load_model", "open_model", "list_models", "detect_format", "is_text_to_image",
+__all__ = ["ModelSpec", "ModelRow", "MODELS", "load_model", "open_model", "is_registered", "list_models", "detect_format", "is_text_to_image",
            "EDM_LICENSE", "CM_LICENSE"]
 
 EDM_LICENSE = "CC BY-NC-SA 4.0 (NVlabs/edm: non-commercial use, attribution, share-alike)"
@@ -115,6 +115,11 @@ def _embedded():
 def _embedded_names() -> dict:
     mod = _embedded()
     return dict(getattr(mod, "EMBEDDED_MODELS", {}) or {}) if mod is not None else {}
+
+
+def is_registered(name) -> bool:
+    """Whether ``name`` is a model ``load_model`` knows: a registry entry or an embedded default."""
+    return name in MODELS or name in _embedded_names()
 
 
 def _attr(entry, key, default=""):
