@@ -201,17 +201,17 @@ def test_kill_during_sampling_then_rerun(tmp_path, reference_run, sig):
 
 
 def test_train_defaults_come_from_the_package():
-    """The schema leaves the package's training defaults null (grid resolves them from amed.training), and the
+    """The schema leaves the package's training defaults null (experiments resolves them from amed.training), and the
     defaults it does spell out equal `amed train`'s."""
     sys.path.insert(0, str(ROOT / "workflow" / "scripts"))
-    import grid
+    import experiments
 
     from amed.cli import build_parser
     from amed.training import default_config
 
     schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
     train = schema["$defs"]["method"]["properties"]["train"]["properties"]
-    for key in grid.PACKAGE_TRAIN_DEFAULTS:
+    for key in experiments.PACKAGE_TRAIN_DEFAULTS:
         assert train[key]["default"] is None, key
     sub = build_parser()._subparsers._group_actions[0].choices["train"]
     flags = {a.dest: a.default for a in sub._actions}
@@ -221,8 +221,8 @@ def test_train_defaults_come_from_the_package():
         assert train[key]["default"] == flags[dest], key
     for solver, kind in [("amed", "amed_solver"), ("ipndm", "amed_plugin"), ("dpmpp3m", "amed_plugin")]:
         m = {"kind": kind, "solver": solver, "schedule": "logsnr" if solver == "dpmpp3m" else "polynomial", "rho": None,
-             "options": {"max_order": 3} if solver != "amed" else {}, "train": {k: None for k in grid.PACKAGE_TRAIN_DEFAULTS}}
-        got = grid.package_train_defaults(m)
+             "options": {"max_order": 3} if solver != "amed" else {}, "train": {k: None for k in experiments.PACKAGE_TRAIN_DEFAULTS}}
+        got = experiments.package_train_defaults(m)
         cfg = default_config(solver, 5, schedule=m["schedule"], solver_options=m["options"] or None)
         assert (got["teacher"], got["M"], got["teacher_options"], got["scale_dir"], got["scale_time"]) == \
             (cfg.teacher, cfg.M, cfg.teacher_options, cfg.scale_dir, cfg.scale_time)

@@ -1,8 +1,11 @@
-"""The experiment grid of the config: semantic checks the JSON schema cannot express, and CLI arguments.
+"""The workflow's experiments: the config's semantic checks, its expansion into cells, the rules' input functions
+and the run plan.
 
-Imported by the Snakefile at parse time (so a wrong config fails before any job runs). The solver,
-schedule and plugin-base keys come from the package registries (`amed.SOLVERS`, `amed.SCHEDULES`,
-`amed.plugin.PLUGIN_BASES`), so the workflow and the package never drift apart.
+Imported by the Snakefile at parse time (so a wrong config fails before any job runs) and by workflow scripts
+(plan.py) and benchmarks. `methods(config)` expands the config once (Table 2's methods and the generated Table 4/5
+and `beyond` variants) and every input function reads that one expansion. The solver, schedule and plugin-base
+keys come from the package registries (`amed.SOLVERS`, `amed.SCHEDULES`, `amed.plugin.PLUGIN_BASES`), and the NFE
+reachability rule from `amed.solvers`, so the workflow and the package never drift apart.
 """
 
 from __future__ import annotations
@@ -105,7 +108,7 @@ def _check_values(key: str, m: dict) -> None:
         raise ValueError(f"{key}: {e}") from None
 
 
-def grid(config: dict):
+def table2_cells(config: dict):
     """Every (dataset, method, nfe) cell of Table 2, in config order (datasets with table2: false left out)."""
     return [(ds, name, nfe) for ds, d in config["datasets"].items() if d["table2"]
             for name in d["methods"] for nfe in d["nfe"]]
@@ -486,13 +489,13 @@ def cell_fids(config, ds: str, key: str, nfe: int) -> list[str]:
 
 
 def all_fid(config) -> list[str]:
-    return [f for ds, m, n in grid(config) for f in cell_fids(config, ds, m, n)]
+    return [f for ds, m, n in table2_cells(config) for f in cell_fids(config, ds, m, n)]
 
 
 def table2_runs(config) -> list[list]:
     """(dataset, method, nfe, train_seed or None) of every fid.json in all_fid, in the same order."""
     out = []
-    for ds, key, nfe in grid(config):
+    for ds, key, nfe in table2_cells(config):
         m = methods(config)[ds][key]
         out += [[ds, key, nfe, None]] if m["kind"] == "baseline" else [[ds, key, nfe, k] for k in train_seeds(m)]
     return out
@@ -723,7 +726,7 @@ def grid_input(config, w) -> str:
 
 def sample_grids(config) -> list[str]:
     """One sample grid per Table 2 cell (the first seeds of shard 0)."""
-    return [f"results/{ds}/{m}/nfe{n}/grid.png" for ds, m, n in grid(config)]
+    return [f"results/{ds}/{m}/nfe{n}/grid.png" for ds, m, n in table2_cells(config)]
 
 
 def paper_targets(config) -> list[str]:
