@@ -57,7 +57,7 @@ import torch
 from .gridfile import GridRecord, implied_nfe
 from .sampling import _steps_for, afs_denoise, conditioned, randn_seeds, sample, sample_trajectory
 from .schedules import get_schedule
-from .solvers import SOLVERS
+from .solvers import SOLVERS, reachable_nfe
 from .errors import AmedValueError
 
 __all__ = ["search_schedule", "dp_path", "path_cost", "cost_matrix", "select_afs_point", "gits_seeds",
@@ -326,7 +326,7 @@ def search_schedule(denoiser, shape, solver: str = "ipndm", nfe: int = 5, *, afs
 
         if solver != "amed" and solver not in PLUGIN_BASES:
             raise AmedValueError(f"AMED runs as AMED-Solver ('amed') or a plugin on {list(PLUGIN_BASES)}, got {solver!r}")
-        if int(nfe) != nfe or nfe < 1 or (nfe + int(afs)) % 2:
+        if int(nfe) != nfe or not reachable_nfe(2, afs, nfe):
             raise AmedValueError(f"AMED spends 2 NFE per interval: NFE={nfe!r} is unreachable with afs={afs}")
         intervals = (nfe + int(afs)) // 2  # N - 1
     else:

@@ -229,6 +229,38 @@ def test_train_defaults_come_from_the_package():
         assert got["lr"] == flags["lr"] == 5e-3
 
 
+
+def test_nfe_reachability_is_the_package_rule():
+    """One rule (amed.solvers.reachable_nfe) decides NFE reachability for amed.plan, AMEDConfig and the workflow's
+    parse-time check and `afs: auto`."""
+    sys.path.insert(0, str(ROOT / "workflow" / "scripts"))
+    import experiments
+
+    import amed
+    from amed.solvers import nfe_options, reachable_nfe
+
+    for solver, s in amed.SOLVERS.items():
+        for nfe in range(1, 13):
+            for afs in (False, True):
+                try:
+                    amed.plan(solver, nfe, afs=afs)
+                    ok = True
+                except ValueError:
+                    ok = False
+                assert reachable_nfe(s.evals_per_step, afs, nfe) == ok, (solver, nfe, afs)
+        m = {"kind": "baseline", "solver": solver, "afs": "auto"}
+        assert [experiments.afs_for(m, n) for n in (3, 4)] == [s.evals_per_step == 2, False], solver
+    for nfe in range(0, 13):
+        for afs in (False, True):
+            cfg = amed.AMEDConfig(nfe=max(nfe, 1), afs=afs)
+            cfg.nfe = nfe  # bypass construction checks: num_points alone decides
+            try:
+                ok = cfg.num_points == (nfe + afs) // 2 + 1
+            except ValueError:
+                ok = False
+            assert reachable_nfe(2, afs, nfe) == ok, (nfe, afs)
+    assert nfe_options(2, True, range(1, 12)) == [1, 3, 5, 7, 9, 11] and nfe_options(2, False, range(1, 6)) == [2, 4]
+
 PRUNE = {"datasets": {"tiny": {"paper": None, "num_samples": 16, "shard_size": 16, "batch": 16, "nfe": [5],
                                "methods": {"amed_plugin": {
                                    "kind": "amed_plugin", "solver": "ipndm", "afs": "auto", "options": {"max_order": 4},

@@ -20,6 +20,7 @@ PAPER_SCHEDULE = {"time_uniform": "uniform"}  # Table 5's row names for schedule
 
 
 def registries():
+    """The package's solver registry, schedule keys and AMED-Plugin bases (imported on first use)."""
     import amed  # noqa: PLC0415
     from amed.plugin import PLUGIN_BASES  # noqa: PLC0415
 
@@ -34,8 +35,11 @@ def evals_per_step(m: dict) -> int:
 
 def afs_for(m: dict, nfe: int) -> bool:
     """AFS: 'auto' = on exactly when it makes the NFE reachable (odd NFE for 2-NFE-per-step methods)."""
+    from amed.solvers import reachable_nfe  # noqa: PLC0415
+
     if m["afs"] == "auto":
-        return evals_per_step(m) == 2 and nfe % 2 == 1
+        e = evals_per_step(m)
+        return not reachable_nfe(e, False, nfe) and reachable_nfe(e, True, nfe)
     return bool(m["afs"])
 
 
@@ -49,6 +53,8 @@ def normalise_config(config: dict) -> None:
 
 def check(config: dict) -> None:
     """Raise ValueError naming the key and the allowed values for anything the schema cannot check."""
+    from amed.solvers import nfe_options, reachable_nfe  # noqa: PLC0415
+
     solvers, schedules, bases = registries()
     check_tables(config)
     resolved = methods(config)
@@ -82,8 +88,8 @@ def check(config: dict) -> None:
                     raise ValueError(f"{key}.imported: NFE {extra} are not among this method's NFE {m['nfe']}")
             for nfe in m["nfe"]:
                 e, afs = evals_per_step(m), afs_for(m, nfe)
-                if (nfe + afs) % e or nfe + afs < e:
-                    ok = [n for n in range(1, 12) if (n + afs) % e == 0 and n + afs >= e]
+                if not reachable_nfe(e, afs, nfe):
+                    ok = nfe_options(e, afs, range(1, 12))
                     raise ValueError(f"{key}: NFE {nfe} is unreachable ({e} NFE per step, afs={afs}); "
                                      f"reachable NFE with afs={afs}: {ok}... (datasets.{ds}.nfe or {key}.afs)")
 
