@@ -13,7 +13,7 @@ from snakemake.utils import min_version, validate
 min_version("8.0")
 
 sys.path.insert(0, os.path.join(workflow.basedir, "workflow", "scripts"))
-import grid  # noqa: E402  (semantic config checks + CLI arguments; the registries come from `amed`)
+import experiments  # noqa: E402  (semantic config checks + CLI arguments; the registries come from `amed`)
 
 
 # The default config.yaml; a --configfile on the command line REPLACES it rather than being deep-merged
@@ -22,10 +22,10 @@ if not workflow.config_settings.configfiles:
     workflow.configfile("config.yaml" if os.path.exists("config.yaml") else os.path.join(workflow.basedir, "config.yaml"))
 
 
-grid.normalise_config(config)  # YAML reads `imported: {5: ...}` with an integer key; the schema wants strings
+experiments.normalise_config(config)  # YAML reads `imported: {5: ...}` with an integer key; the schema wants strings
 validate(config, "workflow/schemas/config.schema.yaml")
 try:
-    grid.check(config)  # NFE reachability, solver/kind pairs, registry keys: fails before any job runs
+    experiments.check(config)  # NFE reachability, solver/kind pairs, registry keys: fails before any job runs
 except ValueError as e:
     raise WorkflowError(f"invalid config: {e}") from None
 envvars:
@@ -40,7 +40,7 @@ if config["cache_dir"]:
     os.environ.update({"AMED_CACHE": str(config["cache_dir"])})  # read by amed.load_model in every job
 
 DS = config["datasets"]
-METHODS = grid.methods(config)  # Table 2's methods + the generated Table 4/5 variants ("{base}.{axis}-{value}")
+METHODS = experiments.methods(config)  # Table 2's methods + the generated Table 4/5 variants ("{base}.{axis}-{value}")
 RES = config["resources"]
 
 
@@ -48,10 +48,10 @@ report: "workflow/report/workflow.rst"
 
 
 onstart:  # what the run will cost, before anything is submitted (also `snakemake plan` -> results/plan.md)
-    costs = grid.network_costs(os.path.join(workflow.basedir, "workflow/resources/network_costs.csv"))
+    costs = experiments.network_costs(os.path.join(workflow.basedir, "workflow/resources/network_costs.csv"))
     for scope in ("all", "paper"):
-        print(grid.format_run_plan(grid.run_plan(config, costs, scope), config, scope), file=sys.stderr)
-    print(grid.format_cache_plan(grid.teacher_cache_plan(config), config), file=sys.stderr)
+        print(experiments.format_run_plan(experiments.run_plan(config, costs, scope), config, scope), file=sys.stderr)
+    print(experiments.format_cache_plan(experiments.teacher_cache_plan(config), config), file=sys.stderr)
 
 
 wildcard_constraints:
@@ -81,12 +81,12 @@ rule all:
         "results/table2.md",
         "results/audit.csv",
         "results/audit.md",
-        grid.training_curve_targets(config),
+        experiments.training_curve_targets(config),
 
 
 rule paper:  # Tables 3 (paper config only), 4 and 5, Figures 3/4/5/7, sample grids and the audit of Tables 2-5
     input:
-        grid.paper_targets(config),
+        experiments.paper_targets(config),
 
 
 rule plan:  # the cost of this config's run (jobs, GPU-hours, disk per stage; teacher caches) - runs nothing else
@@ -108,9 +108,9 @@ rule plan:  # the cost of this config's run (jobs, GPU-hours, disk per stage; te
 
 rule beyond:  # AMED on GITS time grids (results/beyond.{csv,md}); not part of `all` or `paper`
     input:
-        grid.beyond_targets(config),
+        experiments.beyond_targets(config),
 
 
 rule figures:
     input:
-        grid.figure_targets(config),
+        experiments.figure_targets(config),

@@ -24,8 +24,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ._io import read_json_object
-from .predictor import atomic_write_bytes, sha256_file
+from ._io import atomic_write_bytes, read_json_object, sha256_file
 from .errors import AmedValueError
 
 __all__ = ["TeacherCache", "cache_meta"]

@@ -56,9 +56,9 @@ import torch
 
 from .calls import model_sigma_range
 from .gridfile import GridRecord, implied_nfe
-from .sampling import _steps_for, afs_denoise, conditioned, randn_seeds, sample, sample_trajectory
+from .sampling import afs_denoise, conditioned, randn_seeds, sample, sample_trajectory
 from .schedules import SCHEDULES, default_rho, get_schedule
-from .solvers import SOLVERS
+from .solvers import SOLVERS, reachable_nfe, steps_for_nfe
 from .errors import AmedValueError
 
 __all__ = ["search_schedule", "dp_path", "path_cost", "cost_matrix", "select_afs_point", "gits_seeds",
@@ -327,13 +327,13 @@ def search_schedule(denoiser, shape, solver: str = "ipndm", nfe: int = 5, *, afs
 
         if solver != "amed" and solver not in PLUGIN_BASES:
             raise AmedValueError(f"AMED runs as AMED-Solver ('amed') or a plugin on {list(PLUGIN_BASES)}, got {solver!r}")
-        if int(nfe) != nfe or nfe < 1 or (nfe + int(afs)) % 2:
+        if int(nfe) != nfe or not reachable_nfe(2, afs, nfe):
             raise AmedValueError(f"AMED spends 2 NFE per interval: NFE={nfe!r} is unreachable with afs={afs}")
         intervals = (nfe + int(afs)) // 2  # N - 1
     else:
         if solver not in SOLVERS:
             raise AmedValueError(f"unknown solver {solver!r}; choose one of {sorted(SOLVERS)} (or 'amed')")
-        steps = _steps_for(solver, SOLVERS[solver].evals_per_step, nfe, afs)
+        steps = steps_for_nfe(solver, SOLVERS[solver].evals_per_step, nfe, afs)
         intervals = steps - int(afs)  # under AFS the DP leaves one step to the free insertion
         if intervals < 1:
             raise AmedValueError(f"{solver} at NFE={nfe} with AFS has a single step: nothing to search")

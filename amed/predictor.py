@@ -32,6 +32,7 @@ from torch import nn
 from ._io import atomic_write_bytes, load_safetensors, read_regular_text, read_safetensors, sha256_file
 from .errors import AmedFileNotFoundError, AmedValueError
 from .schedules import explicit_grid, get_schedule
+from .solvers import reachable_nfe
 
 __all__ = ["AMEDConfig", "AMEDPredictor", "ConstantPredictor", "load_predictor", "sha256_file", "atomic_write_bytes"]
 
@@ -133,11 +134,10 @@ class AMEDConfig:
     @property
     def num_points(self) -> int:
         """Student grid points N: NFE = 2 (N - 1) - [AFS]."""
-        total = self.nfe + int(self.afs)
-        if total % 2 or total < 2:
+        if not reachable_nfe(2, self.afs, self.nfe):
             raise AmedValueError(f"AMED spends 2 NFE per interval: NFE={self.nfe} is unreachable with afs={self.afs}; "
                              f"use afs={not self.afs} or NFE={self.nfe - 1}/{self.nfe + 1}")
-        return total // 2 + 1
+        return (self.nfe + int(self.afs)) // 2 + 1
 
     def to_json(self) -> dict:
         d = asdict(self)

@@ -15,7 +15,7 @@ import torch
 
 from .gridfile import GridRecord, is_grid_path, load_grid
 from .schedules import SCHEDULES, default_rho, explicit_grid, get_schedule, schedule_options
-from .solvers import SOLVERS, Solver, make_solver
+from .solvers import SOLVERS, Solver, make_solver, steps_for_nfe
 from .calls import (MAX_SEEDS, ModelCall, afs_denoise, check_noise, conditioned, model_sigma_range,  # noqa: F401
                     parse_seeds, randn_seeds, resolve_device, supplies_features)
 from .driver import integrate
@@ -38,18 +38,6 @@ class Plan:
     grid: Tensor  # float64 [steps + 1], descending
 
 
-def _steps_for(solver_key: str, evals_per_step: int, nfe: int, afs: bool) -> int:
-    if int(nfe) != nfe or nfe < 1:
-        raise AmedValueError(f"NFE must be a positive integer, got {nfe!r}")
-    total = nfe + int(afs)
-    if total % evals_per_step:
-        ok = [n for n in range(max(1, nfe - 2), nfe + 3) if (n + int(afs)) % evals_per_step == 0 and n >= 1]
-        raise AmedValueError(
-            f"{solver_key} spends {evals_per_step} NFE per step, so NFE={nfe} is unreachable with afs={afs}; "
-            f"use afs={not afs} or NFE in {ok} with afs={afs}")
-    return total // evals_per_step
-
-
 def plan(solver: str, nfe: int | None = None, schedule: str | Sequence[float] | Tensor = "polynomial",
          afs: bool = False, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float | None = None,
          evals_per_step: int | None = None, **schedule_kw) -> Plan:
@@ -61,7 +49,7 @@ def plan(solver: str, nfe: int | None = None, schedule: str | Sequence[float] | 
     if isinstance(schedule, str):
         if nfe is None:
             raise AmedValueError("give nfe (network evaluations) or an explicit time grid")
-        steps = _steps_for(solver, evals_per_step, nfe, afs)
+        steps = steps_for_nfe(solver, evals_per_step, nfe, afs)
         if rho is None and schedule in SCHEDULES:
             rho = default_rho(schedule)
         grid = get_schedule(schedule, steps + 1, sigma_min, sigma_max, rho, **schedule_kw)

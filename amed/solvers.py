@@ -29,7 +29,8 @@ import torch
 from .ops import bcast, lincomb
 from .errors import AmedValueError
 
-__all__ = ["State", "Solver", "SOLVERS", "make_solver", "model_eval", "dynamic_threshold", "multistep_orders"]
+__all__ = ["State", "Solver", "SOLVERS", "make_solver", "model_eval", "dynamic_threshold", "multistep_orders",
+           "reachable_nfe", "nfe_options", "steps_for_nfe"]
 
 Tensor = torch.Tensor
 Denoise = Callable[[Tensor, Tensor], Tensor]
@@ -79,6 +80,30 @@ def multistep_orders(num_steps: int, max_order: int, lower_order_final: bool) ->
     if lower_order_final:
         return tuple(k if k < max_order else min(max_order, P - k) for k in range(1, num_steps + 1))
     return tuple(min(max_order, k) for k in range(1, num_steps + 1))
+
+
+def reachable_nfe(evals_per_step: int, afs: bool, nfe: int) -> bool:
+    """Whether ``nfe`` network calls fill whole steps: NFE = steps * evals_per_step - [AFS], steps >= 1, NFE >= 1
+    (AFS reuses the first step's call; AMED spends 2 NFE per interval). The one home of this rule."""
+    total = nfe + int(afs)
+    return nfe >= 1 and total % evals_per_step == 0
+
+
+def nfe_options(evals_per_step: int, afs: bool, candidates) -> list[int]:
+    """The NFE among ``candidates`` that `reachable_nfe` accepts (what an error message offers instead)."""
+    return [n for n in candidates if reachable_nfe(evals_per_step, afs, n)]
+
+
+def steps_for_nfe(solver_key: str, evals_per_step: int, nfe: int, afs: bool) -> int:
+    """The steps that spend ``nfe`` network calls; an unreachable NFE is a ValueError offering nearby ones."""
+    if int(nfe) != nfe or nfe < 1:
+        raise AmedValueError(f"NFE must be a positive integer, got {nfe!r}")
+    if not reachable_nfe(evals_per_step, afs, nfe):
+        ok = nfe_options(evals_per_step, afs, range(max(1, nfe - 2), nfe + 3))
+        raise AmedValueError(
+            f"{solver_key} spends {evals_per_step} NFE per step, so NFE={nfe} is unreachable with afs={afs}; "
+            f"use afs={not afs} or NFE in {ok} with afs={afs}")
+    return (nfe + int(afs)) // evals_per_step
 
 
 class Solver:

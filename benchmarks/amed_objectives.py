@@ -44,11 +44,11 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="results/bench/objectives.csv")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
-    import grid  # noqa: PLC0415
+    import experiments  # noqa: PLC0415
 
     cfg = workflow_config(a.config)
     cfg["uncertainty"]["n_boot"] = a.n_boot
-    resolved = grid.methods(cfg)["digits"]
+    resolved = experiments.methods(cfg)["digits"]
     d = cfg["datasets"]["digits"]
     model = amed.load_model(d["model"])
     shape = model.info.shape
@@ -60,8 +60,8 @@ def main(argv=None) -> int:
         m = resolved[key]
         for nfe in [int(n) for n in a.nfe.split(",")]:
             w = type("W", (), {"dataset": "digits", "method": key, "nfe": nfe})
-            s = grid.cell_settings(cfg, "digits", key, nfe)
-            manifest = Path(a.results).parent / grid.teacher_input(cfg, w)["teacher"]  # "results/..." paths
+            s = experiments.cell_settings(cfg, "digits", key, nfe)
+            manifest = Path(a.results).parent / experiments.teacher_input(cfg, w)["teacher"]  # "results/..." paths
             meta = json.loads(manifest.read_text())
             meta.pop("shard_sha256", None)
             cache = TeacherCache(manifest.parent / "cache", meta)

@@ -43,11 +43,11 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="results/bench/cache_dtype.csv")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
-    import grid  # noqa: PLC0415
+    import experiments  # noqa: PLC0415
 
     cfg = workflow_config(ROOT / "config.yaml")
     cfg["uncertainty"]["n_boot"] = a.n_boot
-    resolved = grid.methods(cfg)["digits"]
+    resolved = experiments.methods(cfg)["digits"]
     d = cfg["datasets"]["digits"]
     model = amed.load_model(d["model"])
     shape = model.info.shape
@@ -58,7 +58,7 @@ def main(argv=None) -> int:
     for cell in a.cells.split(","):
         key, nfe = cell.split(":")
         nfe, m = int(nfe), resolved[key]
-        s = grid.cell_settings(cfg, "digits", key, nfe)
+        s = experiments.cell_settings(cfg, "digits", key, nfe)
         over, kw = teacher_settings(s), train_settings(s)
         conf = default_config(m["solver"], nfe, **over)
         runs, caches = {}, {}

@@ -127,3 +127,16 @@ def test_fused_switch(monkeypatch):
         ops.fused_enabled()
     c = torch.tensor([0.5, 2.0], dtype=torch.float64)
     torch.testing.assert_close(ops.lincomb([x + 1, x + 2], [1.0, c]), torch.tensor([[2.0] * 3, [5.0] * 3]))
+
+
+def test_device_script_names_every_measured_csv():
+    """benchmarks/device.sh is the one device script: its header names each CSV of benchmarks/measured/ that a section
+    writes, and an unknown section is refused before anything runs."""
+    script = (ROOT / "benchmarks/device.sh").read_text()
+    # solver_overhead_convnet{64,128,256}_h200.csv names three files
+    script = re.sub(r"(\w*)\{([\d,]+)\}(\w*\.csv)", lambda m: " ".join(m[1] + v + m[3] for v in m[2].split(",")), script)
+    named = set(re.findall(r"[\w.]+\.csv", script))
+    assert {p.name for p in (ROOT / "benchmarks/measured").glob("*.csv")} <= named
+    r = subprocess.run(["bash", str(ROOT / "benchmarks/device.sh"), "nope"], capture_output=True, text=True,
+                       cwd=ROOT, env={**ENV, "OUT": "/nonexistent/device-out"})
+    assert r.returncode == 2 and "unknown section 'nope'" in r.stderr

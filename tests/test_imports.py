@@ -19,7 +19,9 @@ def _graph() -> dict[str, set[str]]:
                 parts = base.split(".")
                 target = ".".join(parts[:len(parts) - node.level + 1] + [node.module] if node.module else
                                   parts[:len(parts) - node.level + 1]) if node.level else (node.module or "")
-                names = [target] + [f"{target}.{a.name}" for a in node.names]
+                subs = [f"{target}.{a.name}" for a in node.names]
+                # `from . import _tvshim` imports a submodule, not the package's own __init__ (always loaded first)
+                names = subs + ([target] if not all(n in mods for n in subs) else [])
             elif isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
             else:
@@ -80,3 +82,12 @@ def test_shared_utilities_and_the_metrics_sit_below_the_models():
     for m in ("amed._io", "amed.errors", "amed.download", "amed.frechet", "amed.inception", "amed.coco", "amed.features"):
         assert not {n for n in graph[m] if n.startswith("amed.models")}, (m, graph[m])
     assert graph["amed.models.download"] == {"amed.download"}  # the old import path, a re-export
+
+
+def test_one_loop_below_every_driver():
+    """amed.driver's integrate is the one trajectory loop: it sits on the call layer, and the samplers, training
+    and the analysis build on it."""
+    graph = _graph()
+    assert graph["amed.driver"] <= {"amed.calls", "amed.errors"}
+    for m in ("amed.sampling", "amed.plugin", "amed.training", "amed.analysis"):
+        assert "amed.driver" in graph[m], m

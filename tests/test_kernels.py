@@ -7,19 +7,15 @@ Tolerances (|y - exact| <= bound, exact = float64 sum of the same rounded inputs
   truncates instead of rounding to nearest, so half an ulp is not enough there).
 fp32 Triton vs the fp32 torch reference: rtol = atol = 1e-6 (bit-exact in practice).
 """
+import ast
 import importlib
 import os
+from pathlib import Path
 
-# The interpreter must be on before the kernel is defined (compute-stack.md §1). triton 3.7
-# reads the flag when `triton.jit` runs, which kernels.lincomb does lazily on first use; set it
-# here, before anything below imports triton, and restore it after this module (fixture below).
-_PREV_INTERPRET = os.environ.get("TRITON_INTERPRET")
-os.environ["TRITON_INTERPRET"] = "1"
+import pytest
+import torch
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
-
-from kernels import lincomb, lincomb_reference, triton_available  # noqa: E402
+from kernels import lincomb, lincomb_reference, triton_available
 
 # `kernels.lincomb` the attribute is the function; fetch the submodule itself.
 lc = importlib.import_module("kernels.lincomb")
@@ -33,13 +29,15 @@ SHAPES = [(2, 1), (2, 1023), (2, 1025), (3, 3, 37, 41)]
 
 @pytest.fixture(scope="module", autouse=True)
 def _interpret_env():
-    lc._kernel.cache_clear()
-    yield
-    lc._kernel.cache_clear()  # don't leave an interpreted kernel behind for later modules
-    if _PREV_INTERPRET is None:
-        os.environ.pop("TRITON_INTERPRET", None)
-    else:
-        os.environ["TRITON_INTERPRET"] = _PREV_INTERPRET
+    """TRITON_INTERPRET=1 for this module's tests only, never at collection: triton 3.7 reads the flag when
+    `triton.jit` runs (compute-stack.md §1), which kernels.lincomb does lazily on first use, so the kernel is
+    rebuilt here under the flag and dropped again afterwards (later modules and their subprocesses see the
+    environment as it was)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TRITON_INTERPRET", "1")
+        lc._kernel.cache_clear()
+        yield
+        lc._kernel.cache_clear()  # don't leave an interpreted kernel behind for later modules
 
 
 def _make(shape, k, dtype, seed=0, per_sample=True):
@@ -262,3 +260,26 @@ def test_triton_reads_float64_coefficients_as_they_are():
     y = lc._lincomb_triton(terms, c64, None)
     torch.testing.assert_close(y, lincomb_reference(terms, c64), rtol=1e-6, atol=1e-6)
 
+
+@needs_triton
+def test_the_kernel_runs_in_the_interpreter():
+    """The fixture's scoping works: the kernel was built under the flag, so CPU launches run interpreted."""
+    from triton.runtime.interpreter import InterpretedFunction
+
+    assert os.environ["TRITON_INTERPRET"] == "1"
+    assert isinstance(lc._kernel(), InterpretedFunction), type(lc._kernel())
+    terms, coeffs = _make((2, 1025), 2, torch.float32)
+    torch.testing.assert_close(lincomb(terms, coeffs, backend="triton"), lincomb_reference(terms, coeffs),
+                               rtol=1e-6, atol=1e-6)
+
+
+def test_no_test_module_sets_triton_interpret_at_import():
+    """Environment changes live in fixtures: a module-level TRITON_INTERPRET would leak into every later module."""
+    bad = []
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                continue
+            if "TRITON_INTERPRET" in ast.unparse(node) and not isinstance(node, ast.Expr):
+                bad.append(f"{path.name}:{node.lineno}")
+    assert not bad, f"module-level TRITON_INTERPRET in {bad}"

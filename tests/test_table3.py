@@ -366,10 +366,10 @@ def test_fid_ref_inputs():
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow/scripts"))
     try:
-        import grid
+        import experiments
     finally:
         sys.path.pop(0)
     ds = {"sd": {"ref": "coco-val2014", "prompts": "caps.csv"}, "local": {"ref": "refs/x.npz", "prompts": None},
           "url": {"ref": "https://example.org/x.npz", "prompts": None}, "digits": {"ref": "digits", "prompts": None}}
-    got = {k: grid.fid_ref_input({"datasets": ds}, SimpleNamespace(dataset=k)) for k in ds}
+    got = {k: experiments.fid_ref_input({"datasets": ds}, SimpleNamespace(dataset=k)) for k in ds}
     assert got == {"sd": {"prompts": "results/sd/prompts.csv"}, "local": {"ref": "refs/x.npz"}, "url": {}, "digits": {}}

@@ -201,17 +201,17 @@ def test_kill_during_sampling_then_rerun(tmp_path, reference_run, sig):
 
 
 def test_train_defaults_come_from_the_package():
-    """The schema leaves the package's training defaults null (grid resolves them from amed.training), and the
+    """The schema leaves the package's training defaults null (experiments resolves them from amed.training), and the
     defaults it does spell out equal `amed train`'s."""
     sys.path.insert(0, str(ROOT / "workflow" / "scripts"))
-    import grid
+    import experiments
 
     from amed.cli import build_parser
     from amed.training import default_config
 
     schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
     train = schema["$defs"]["method"]["properties"]["train"]["properties"]
-    for key in grid.PACKAGE_TRAIN_DEFAULTS:
+    for key in experiments.PACKAGE_TRAIN_DEFAULTS:
         assert train[key]["default"] is None, key
     sub = build_parser()._subparsers._group_actions[0].choices["train"]
     flags = {a.dest: a.default for a in sub._actions}
@@ -221,13 +221,45 @@ def test_train_defaults_come_from_the_package():
         assert train[key]["default"] == flags[dest], key
     for solver, kind in [("amed", "amed_solver"), ("ipndm", "amed_plugin"), ("dpmpp3m", "amed_plugin")]:
         m = {"kind": kind, "solver": solver, "schedule": "logsnr" if solver == "dpmpp3m" else "polynomial", "rho": None,
-             "options": {"max_order": 3} if solver != "amed" else {}, "train": {k: None for k in grid.PACKAGE_TRAIN_DEFAULTS}}
-        got = grid.package_train_defaults(m)
+             "options": {"max_order": 3} if solver != "amed" else {}, "train": {k: None for k in experiments.PACKAGE_TRAIN_DEFAULTS}}
+        got = experiments.package_train_defaults(m)
         cfg = default_config(solver, 5, schedule=m["schedule"], solver_options=m["options"] or None)
         assert (got["teacher"], got["M"], got["teacher_options"], got["scale_dir"], got["scale_time"]) == \
             (cfg.teacher, cfg.M, cfg.teacher_options, cfg.scale_dir, cfg.scale_time)
         assert got["lr"] == flags["lr"] == 5e-3
 
+
+
+def test_nfe_reachability_is_the_package_rule():
+    """One rule (amed.solvers.reachable_nfe) decides NFE reachability for amed.plan, AMEDConfig and the workflow's
+    parse-time check and `afs: auto`."""
+    sys.path.insert(0, str(ROOT / "workflow" / "scripts"))
+    import experiments
+
+    import amed
+    from amed.solvers import nfe_options, reachable_nfe
+
+    for solver, s in amed.SOLVERS.items():
+        for nfe in range(1, 13):
+            for afs in (False, True):
+                try:
+                    amed.plan(solver, nfe, afs=afs)
+                    ok = True
+                except ValueError:
+                    ok = False
+                assert reachable_nfe(s.evals_per_step, afs, nfe) == ok, (solver, nfe, afs)
+        m = {"kind": "baseline", "solver": solver, "afs": "auto"}
+        assert [experiments.afs_for(m, n) for n in (3, 4)] == [s.evals_per_step == 2, False], solver
+    for nfe in range(0, 13):
+        for afs in (False, True):
+            cfg = amed.AMEDConfig(nfe=max(nfe, 1), afs=afs)
+            cfg.nfe = nfe  # bypass construction checks: num_points alone decides
+            try:
+                ok = cfg.num_points == (nfe + afs) // 2 + 1
+            except ValueError:
+                ok = False
+            assert reachable_nfe(2, afs, nfe) == ok, (nfe, afs)
+    assert nfe_options(2, True, range(1, 12)) == [1, 3, 5, 7, 9, 11] and nfe_options(2, False, range(1, 6)) == [2, 4]
 
 PRUNE = {"datasets": {"tiny": {"paper": None, "num_samples": 16, "shard_size": 16, "batch": 16, "nfe": [5],
                                "methods": {"amed_plugin": {

@@ -5,11 +5,11 @@
 
 rule fid:
     input:
-        unpack(lambda w: grid.fid_input(config, w)),
+        unpack(lambda w: experiments.fid_input(config, w)),
     output:
         "results/{dataset}/{method}/nfe{nfe}/fid.json",
     params:
-        seeds=lambda w: grid.fid_seeds(config, w),
+        seeds=lambda w: experiments.fid_seeds(config, w),
     log:
         "results/logs/fid/{dataset}/{method}/nfe{nfe}.log",
     benchmark:
@@ -41,7 +41,7 @@ rule noise_floor:
         "results/{dataset}/noise_floor.json",
     params:
         ref=lambda w: DS[w.dataset]["ref"],
-        n=lambda w: grid.sample_counts(config, w.dataset),
+        n=lambda w: experiments.sample_counts(config, w.dataset),
         repeats=20,
     log:
         "results/logs/noise_floor/{dataset}.log",

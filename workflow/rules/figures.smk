@@ -106,7 +106,7 @@ rule fig7:  # learned r_n, c_n of the Table 2 AMED-Solver predictor (training se
 
 rule sample_grid:  # the first figures.grid.count seeds of shard 0 of one cell (training seed 0 for AMED cells)
     input:
-        npz=lambda w: grid.grid_input(config, w),
+        npz=lambda w: experiments.grid_input(config, w),
     output:
         png=report("results/{dataset}/{method}/nfe{nfe}/grid.png", caption="../report/grid.rst",
                    category="Sample grids", subcategory="{dataset}", labels={"method": "{method}", "NFE": "{nfe}"}),

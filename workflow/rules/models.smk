@@ -6,7 +6,7 @@ rule model:
         "results/{dataset}/model.json",
     params:
         model=lambda w: DS[w.dataset]["model"],
-        identity=lambda w: grid.model_identity(DS[w.dataset]["model"]),
+        identity=lambda w: experiments.model_identity(DS[w.dataset]["model"]),
     log:
         "results/logs/model/{dataset}.log",
     benchmark:
@@ -22,7 +22,7 @@ rule model:
 
 rule fid_ref:  # coco-val2014 reads the prompts' image_id column (Table 3); a local .npz ref is an input
     input:
-        unpack(lambda w: grid.fid_ref_input(config, w)),
+        unpack(lambda w: experiments.fid_ref_input(config, w)),
     output:
         "results/{dataset}/fid_ref.npz",
     params:

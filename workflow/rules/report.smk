@@ -31,15 +31,15 @@ rule resolved_config:
 
 rule table2:
     input:
-        fid=grid.all_fid(config),
-        records=grid.table2_records(config),
-        floors=grid.noise_floors(config),
+        fid=experiments.all_fid(config),
+        records=experiments.table2_records(config),
+        floors=experiments.noise_floors(config),
         config="results/config.resolved.yaml",
     output:
         csv=report("results/table2.csv", caption="../report/table2.rst", category="Tables"),
         md="results/table2.md",
     params:
-        runs=grid.table2_runs(config),
+        runs=experiments.table2_runs(config),
         datasets=DS,
         level=config["uncertainty"]["level"],
     log:
@@ -82,7 +82,7 @@ rule audit:
 
 rule training_curves:  # held-out endpoint L2 of the student's rollout against updates, every trained cell of Table 2
     input:
-        records=grid.table2_records(config),
+        records=experiments.table2_records(config),
     output:
         png=report("results/training_curves.png", caption="../report/training_curves.rst", category="Figures"),
         csv="results/training_curves.csv",
@@ -101,12 +101,12 @@ rule training_curves:  # held-out endpoint L2 of the student's rollout against u
 
 rule table_csv:  # Table 3 (SD), 4 (teacher ablation), 5 (schedule ablation): long CSV of their cells
     input:
-        fid=lambda w: grid.table_fid(config, w.table)[0],
+        fid=lambda w: experiments.table_fid(config, w.table)[0],
         config="results/config.resolved.yaml",
     output:
         report("results/{table}.csv", caption="../report/tables.rst", category="Tables"),
     params:
-        rows=lambda w: grid.table_fid(config, w.table)[1],
+        rows=lambda w: experiments.table_fid(config, w.table)[1],
     log:
         "results/logs/{table}_csv.log",
     benchmark:

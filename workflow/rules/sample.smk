@@ -4,13 +4,13 @@
 
 rule sample:
     input:
-        unpack(lambda w: grid.sample_input(config, w)),
+        unpack(lambda w: experiments.sample_input(config, w)),
     output:
         "results/{dataset}/{method}/nfe{nfe}/samples/{shard}.npz",
     params:
-        seeds=lambda w: grid.shard_seeds(config, w),
-        predictor=lambda w, input: grid.predictor_flag(input),
-        prompts=lambda w, input: grid.prompts_flag(input),
+        seeds=lambda w: experiments.shard_seeds(config, w),
+        predictor=lambda w, input: experiments.predictor_flag(input),
+        prompts=lambda w, input: experiments.prompts_flag(input),
     log:
         "results/logs/sample/{dataset}/{method}/nfe{nfe}/{shard}.log",
     benchmark:

@@ -10,7 +10,7 @@ rule settings:
     output:
         "results/{dataset}/{method}/nfe{nfe}/settings.json",
     params:
-        settings=lambda w: grid.cell_settings(config, w.dataset, w.method, int(w.nfe)),
+        settings=lambda w: experiments.cell_settings(config, w.dataset, w.method, int(w.nfe)),
     log:
         "results/logs/settings/{dataset}/{method}/nfe{nfe}.log",
     benchmark:

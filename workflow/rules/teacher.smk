@@ -1,16 +1,16 @@
 # Stage 2: teacher trajectories for AMED training (resumable cache; a killed job resumes its shards, a cache
 # built for other settings is replaced). {method} here is the cache's owner: the first method (Table 2, then
 # Table 4/5 variants) with these teacher settings; every cell with the same settings trains from it
-# (grid.teacher_input). The manifest teacher.json (a copy of the cache's meta.json) is the declared output.
+# (experiments.teacher_input). The manifest teacher.json (a copy of the cache's meta.json) is the declared output.
 
 
 rule teacher:
     input:
-        unpack(lambda w: grid.teacher_rule_input(config, w)),
+        unpack(lambda w: experiments.teacher_rule_input(config, w)),
     output:
         "results/{dataset}/teacher/{method}/nfe{nfe}/teacher.json",
     params:
-        prompts=lambda w, input: grid.prompts_flag(input),
+        prompts=lambda w, input: experiments.prompts_flag(input),
         cache=lambda w, output: os.path.join(os.path.dirname(output[0]), "cache"),
     log:
         "results/logs/teacher/{dataset}/{method}/nfe{nfe}.log",
@@ -32,7 +32,7 @@ rule teacher:
 rule teacher_prune:  # train.prune_cache: the shards go once every predictor trained from this cache exists
     input:
         manifest="results/{dataset}/teacher/{method}/nfe{nfe}/teacher.json",
-        records=lambda w: grid.cache_consumers(config, w),
+        records=lambda w: experiments.cache_consumers(config, w),
     output:
         "results/{dataset}/teacher/{method}/nfe{nfe}/pruned.json",
     log:

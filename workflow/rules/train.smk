@@ -4,13 +4,13 @@
 
 rule train:
     input:
-        unpack(lambda w: grid.train_input(config, w)),
+        unpack(lambda w: experiments.train_input(config, w)),
     output:
         weights="results/{dataset}/{method}/nfe{nfe}/seed{tseed}/predictor.safetensors",
         record="results/{dataset}/{method}/nfe{nfe}/seed{tseed}/predictor.json",
     params:
-        cache=lambda w, input: grid.cache_flag(input),
-        prompts=lambda w, input: grid.prompts_flag(input),
+        cache=lambda w, input: experiments.cache_flag(input),
+        prompts=lambda w, input: experiments.prompts_flag(input),
         stem=lambda w, output: output.weights.removesuffix(".safetensors"),
     log:
         "results/logs/train/{dataset}/{method}/nfe{nfe}/seed{tseed}.log",

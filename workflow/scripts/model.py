@@ -3,7 +3,7 @@ import json
 import sys
 import time
 
-from amed.predictor import atomic_write_bytes
+from amed._io import atomic_write_bytes
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # noqa: F821 (snakemake injects it)
 import amed  # noqa: E402

@@ -3,7 +3,7 @@ import sys
 
 import yaml
 
-from amed.predictor import atomic_write_bytes
+from amed._io import atomic_write_bytes
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # noqa: F821 (snakemake injects it)
 text = "# The config this run used, after schema validation (defaults filled in).\n"

@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from amed.analysis import long_to_markdown, read_long_csv
-from amed.predictor import atomic_write_bytes
+from amed._io import atomic_write_bytes
 
 if "snakemake" in globals():
     sys.stderr = sys.stdout = open(snakemake.log[0], "w") if snakemake.log else sys.stdout  # noqa: F821

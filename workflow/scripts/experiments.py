@@ -1,8 +1,11 @@
-"""The experiment grid of the config: semantic checks the JSON schema cannot express, and CLI arguments.
+"""The workflow's experiments: the config's semantic checks, its expansion into cells, the rules' input functions
+and the run plan.
 
-Imported by the Snakefile at parse time (so a wrong config fails before any job runs). The solver,
-schedule and plugin-base keys come from the package registries (`amed.SOLVERS`, `amed.SCHEDULES`,
-`amed.plugin.PLUGIN_BASES`), so the workflow and the package never drift apart.
+Imported by the Snakefile at parse time (so a wrong config fails before any job runs) and by workflow scripts
+(plan.py) and benchmarks. `methods(config)` expands the config once (Table 2's methods and the generated Table 4/5
+and `beyond` variants) and every input function reads that one expansion. The solver, schedule and plugin-base
+keys come from the package registries (`amed.SOLVERS`, `amed.SCHEDULES`, `amed.plugin.PLUGIN_BASES`), and the NFE
+reachability rule from `amed.solvers`, so the workflow and the package never drift apart.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ PAPER_SCHEDULE = {"time_uniform": "uniform"}  # Table 5's row names for schedule
 
 
 def registries():
+    """The package's solver registry, schedule keys and AMED-Plugin bases (imported on first use)."""
     import amed  # noqa: PLC0415
     from amed.plugin import PLUGIN_BASES  # noqa: PLC0415
 
@@ -31,8 +35,11 @@ def evals_per_step(m: dict) -> int:
 
 def afs_for(m: dict, nfe: int) -> bool:
     """AFS: 'auto' = on exactly when it makes the NFE reachable (odd NFE for 2-NFE-per-step methods)."""
+    from amed.solvers import reachable_nfe  # noqa: PLC0415
+
     if m["afs"] == "auto":
-        return evals_per_step(m) == 2 and nfe % 2 == 1
+        e = evals_per_step(m)
+        return not reachable_nfe(e, False, nfe) and reachable_nfe(e, True, nfe)
     return bool(m["afs"])
 
 
@@ -46,6 +53,8 @@ def normalise_config(config: dict) -> None:
 
 def check(config: dict) -> None:
     """Raise ValueError naming the key and the allowed values for anything the schema cannot check."""
+    from amed.solvers import nfe_options, reachable_nfe  # noqa: PLC0415
+
     solvers, schedules, bases = registries()
     check_tables(config)
     resolved = methods(config)
@@ -79,8 +88,8 @@ def check(config: dict) -> None:
                     raise ValueError(f"{key}.imported: NFE {extra} are not among this method's NFE {m['nfe']}")
             for nfe in m["nfe"]:
                 e, afs = evals_per_step(m), afs_for(m, nfe)
-                if (nfe + afs) % e or nfe + afs < e:
-                    ok = [n for n in range(1, 12) if (n + afs) % e == 0 and n + afs >= e]
+                if not reachable_nfe(e, afs, nfe):
+                    ok = nfe_options(e, afs, range(1, 12))
                     raise ValueError(f"{key}: NFE {nfe} is unreachable ({e} NFE per step, afs={afs}); "
                                      f"reachable NFE with afs={afs}: {ok}... (datasets.{ds}.nfe or {key}.afs)")
 
@@ -105,7 +114,7 @@ def _check_values(key: str, m: dict) -> None:
         raise ValueError(f"{key}: {e}") from None
 
 
-def grid(config: dict):
+def table2_cells(config: dict):
     """Every (dataset, method, nfe) cell of Table 2, in config order (datasets with table2: false left out)."""
     return [(ds, name, nfe) for ds, d in config["datasets"].items() if d["table2"]
             for name in d["methods"] for nfe in d["nfe"]]
@@ -486,13 +495,13 @@ def cell_fids(config, ds: str, key: str, nfe: int) -> list[str]:
 
 
 def all_fid(config) -> list[str]:
-    return [f for ds, m, n in grid(config) for f in cell_fids(config, ds, m, n)]
+    return [f for ds, m, n in table2_cells(config) for f in cell_fids(config, ds, m, n)]
 
 
 def table2_runs(config) -> list[list]:
     """(dataset, method, nfe, train_seed or None) of every fid.json in all_fid, in the same order."""
     out = []
-    for ds, key, nfe in grid(config):
+    for ds, key, nfe in table2_cells(config):
         m = methods(config)[ds][key]
         out += [[ds, key, nfe, None]] if m["kind"] == "baseline" else [[ds, key, nfe, k] for k in train_seeds(m)]
     return out
@@ -723,7 +732,7 @@ def grid_input(config, w) -> str:
 
 def sample_grids(config) -> list[str]:
     """One sample grid per Table 2 cell (the first seeds of shard 0)."""
-    return [f"results/{ds}/{m}/nfe{n}/grid.png" for ds, m, n in grid(config)]
+    return [f"results/{ds}/{m}/nfe{n}/grid.png" for ds, m, n in table2_cells(config)]
 
 
 def paper_targets(config) -> list[str]:
