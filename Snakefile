@@ -14,6 +14,7 @@ min_version("8.0")
 
 sys.path.insert(0, os.path.join(workflow.basedir, "workflow", "scripts"))
 import experiments  # noqa: E402  (semantic config checks + CLI arguments; the registries come from `amed`)
+import costs as run_costs  # noqa: E402  (what the run will cost, printed at start)
 
 
 # The default config.yaml; a --configfile on the command line REPLACES it rather than being deep-merged
@@ -48,10 +49,10 @@ report: "workflow/report/workflow.rst"
 
 
 onstart:  # what the run will cost, before anything is submitted (also `snakemake plan` -> results/plan.md)
-    costs = experiments.network_costs(os.path.join(workflow.basedir, "workflow/resources/network_costs.csv"))
+    costs = run_costs.network_costs(os.path.join(workflow.basedir, "workflow/resources/network_costs.csv"))
     for scope in ("all", "paper"):
-        print(experiments.format_run_plan(experiments.run_plan(config, costs, scope), config, scope), file=sys.stderr)
-    print(experiments.format_cache_plan(experiments.teacher_cache_plan(config), config), file=sys.stderr)
+        print(run_costs.format_run_plan(run_costs.run_plan(config, costs, scope), config, scope), file=sys.stderr)
+    print(run_costs.format_cache_plan(run_costs.teacher_cache_plan(config), config), file=sys.stderr)
 
 
 wildcard_constraints:
