@@ -144,10 +144,6 @@ class ModelCall:
             return torch.zeros(batch, 8, 8, device=device)
         return self.feature
 
-    def scaled(self, a: Tensor | None) -> Callable:
-        """A view that evaluates the network at a * sigma (AMED's time scale a_n)."""
-        return time_scaled(self, a)
-
 
 def time_scaled(call: Callable, a: Tensor | None) -> Callable:
     """``call`` evaluated at a * sigma (AMED's time scale a_n); ``call`` itself when a is None."""

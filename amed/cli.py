@@ -349,9 +349,6 @@ def cmd_train(args) -> int:
     return 0
 
 
-FID_METRICS = METRICS  # the --metric choices (amed.reference.METRICS)
-
-
 def _inception_choice(args) -> str | None:
     """The Inception source of this run (--inception, else $AMED_INCEPTION_SOURCE, else clean-fid); None if the
     metric uses no Inception. An explicit --inception with a non-Inception metric is an error."""
@@ -631,7 +628,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fid", help="Frechet distance of sampled images against reference statistics")
     p.add_argument("--images", nargs="+", required=True, help="sample .npz files")
     p.add_argument("--ref", required=True, help="reference statistics .npz (mu, sigma)")
-    p.add_argument("--metric", default="fd-digits", choices=FID_METRICS,
+    p.add_argument("--metric", default="fd-digits", choices=METRICS,
                    help="fd-digits (embedded data), inception (2048-d, native resolution), inception-rgb32 "
                         "(small grayscale images as RGB 32x32, then inception)")
     _inception_arg(p)
@@ -648,7 +645,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_fid)
     p = sub.add_parser("fid-ref", help="reference statistics: the embedded data set, or MS-COCO val2014 (Table 3)")
     p.add_argument("--data", default="digits", help="digits (fd-digits or inception-rgb32) or coco-val2014 (inception)")
-    p.add_argument("--metric", default=None, choices=FID_METRICS,
+    p.add_argument("--metric", default=None, choices=METRICS,
                    help="digits: fd-digits (default) or inception-rgb32; coco-val2014: inception")
     _inception_arg(p)
     p.add_argument("--features-out", default=None, metavar="FILE.npy",

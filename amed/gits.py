@@ -57,7 +57,7 @@ import torch
 from .calls import model_sigma_range
 from .gridfile import GridRecord, implied_nfe
 from .sampling import afs_denoise, conditioned, randn_seeds, sample, sample_trajectory
-from .schedules import SCHEDULES, default_rho, get_schedule
+from .schedules import default_rho, get_schedule
 from .solvers import SOLVERS, reachable_nfe, steps_for_nfe
 from .errors import AmedValueError
 
@@ -344,7 +344,7 @@ def search_schedule(denoiser, shape, solver: str = "ipndm", nfe: int = 5, *, afs
     lo, hi = model_sigma_range(denoiser)
     sigma_min = lo if sigma_min is None else float(sigma_min)
     sigma_max = hi if sigma_max is None else float(sigma_max)
-    if rho is None and fine_schedule in SCHEDULES:
+    if rho is None:
         rho = default_rho(fine_schedule)
     fine = get_schedule(fine_schedule, int(num_fine), sigma_min, sigma_max, rho)
     seeds = gits_seeds(seed, num_warmup)

@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 import torch
 
 from .gridfile import GridRecord, is_grid_path, load_grid
-from .schedules import SCHEDULES, default_rho, explicit_grid, get_schedule, schedule_options
+from .schedules import default_rho, explicit_grid, get_schedule, schedule_options
 from .solvers import SOLVERS, Solver, make_solver, steps_for_nfe
 from .calls import (MAX_SEEDS, ModelCall, afs_denoise, check_noise, conditioned, model_sigma_range,  # noqa: F401
                     parse_seeds, randn_seeds, resolve_device, supplies_features)
@@ -50,7 +50,7 @@ def plan(solver: str, nfe: int | None = None, schedule: str | Sequence[float] | 
         if nfe is None:
             raise AmedValueError("give nfe (network evaluations) or an explicit time grid")
         steps = steps_for_nfe(solver, evals_per_step, nfe, afs)
-        if rho is None and schedule in SCHEDULES:
+        if rho is None:
             rho = default_rho(schedule)
         grid = get_schedule(schedule, steps + 1, sigma_min, sigma_max, rho, **schedule_kw)
     else:

@@ -148,9 +148,10 @@ def schedule_options(name: str) -> list[str]:
 
 def default_rho(name: str) -> float | None:
     """The rho a schedule uses when none is given: its own default (polynomial 7, time_uniform and discrete 1),
-    None for the families without one (logsnr, time_quadratic). Records store it resolved."""
+    None for the families without one (logsnr, time_quadratic) and for names that are no registered schedule
+    ("explicit"; get_schedule names an unknown one). Records store it resolved."""
     if name not in SCHEDULES:
-        raise AmedValueError(f"unknown schedule {name!r}; choose one of {sorted(SCHEDULES)}")
+        return None
     p = inspect.signature(SCHEDULES[name]).parameters.get("rho")
     return None if p is None else float(p.default)
 

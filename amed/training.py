@@ -48,7 +48,7 @@ from .predictor import OBJECTIVES, AMEDConfig, AMEDPredictor
 from .calls import TRAIN_SEED_BASE, ModelCall, conditioned, model_sigma_range, randn_seeds
 from .driver import integrate
 from .sampling import sample_trajectory
-from .schedules import SCHEDULES, default_rho, refine_schedule, teacher_indices
+from .schedules import default_rho, refine_schedule, teacher_indices
 from .errors import AmedValueError, Diverged
 
 __all__ = ["train_predictor", "default_config", "teacher_states", "training_seeds", "build_teacher_cache",
@@ -97,7 +97,7 @@ def default_config(solver: str = "amed", nfe: int = 5, **overrides) -> AMEDConfi
         overrides.update(schedule="explicit", grid=grid_times(sched, amed=(solver, nfe, afs)))
     base.update(overrides)
     if "schedule" in overrides and "rho" not in overrides:
-        base["rho"] = default_rho(overrides["schedule"]) if overrides["schedule"] in SCHEDULES else None
+        base["rho"] = default_rho(overrides["schedule"])
     if "teacher_options" not in overrides and base["teacher"] == solver:
         base["teacher_options"] = dict(base.get("solver_options", {}))  # the authors' loss passes them on
     unknown = sorted(set(base) - set(AMEDConfig.__dataclass_fields__))
